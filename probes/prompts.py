@@ -1,0 +1,121 @@
+"""Prompt sets and human ratings (METHODS.md §6).
+
+A prompt is the text fed to both models plus the character spans of its instruction part.
+Ratings are the human helpfulness levels used by the followed-vs-unfollowed comparison (§1.8).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class PromptFormatError(ValueError):
+    """A prompt or ratings file does not follow METHODS.md §6."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt with its instruction spans.
+
+    ``instruction_char_spans`` are ``[start, end)`` Python string indices into ``prompt``.
+    """
+
+    id: str
+    source: str
+    prompt: str
+    instruction_char_spans: tuple[tuple[int, int], ...]
+    reference: str | None = None
+    subset: str = ""
+    instruction_spans: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_spans(prompt: str, spans: tuple[tuple[int, int], ...], where: str) -> None:
+    """Reject spans that are empty, reversed or outside the prompt text."""
+    for start, end in spans:
+        if not (0 <= start < end <= len(prompt)):
+            raise PromptFormatError(
+                f"{where}: instruction span [{start}, {end}) lies outside the prompt "
+                f"(prompt has {len(prompt)} characters; spans must satisfy 0 <= start < end <= len)"
+            )
+
+
+def prompt_from_record(record: dict, where: str) -> Prompt:
+    """Build a :class:`Prompt` from one JSONL record, validating every field."""
+    missing = [k for k in ("id", "prompt", "instruction_char_spans") if k not in record]
+    if missing:
+        raise PromptFormatError(f"{where}: missing field(s) {missing}; required: id, prompt, instruction_char_spans")
+    text = record["prompt"]
+    if not isinstance(text, str) or not text.strip():
+        raise PromptFormatError(f"{where}: 'prompt' must be a non-empty string")
+    try:
+        spans = tuple((int(s), int(e)) for s, e in record["instruction_char_spans"])
+    except (TypeError, ValueError) as exc:
+        raise PromptFormatError(f"{where}: 'instruction_char_spans' must be a list of [start, end] pairs") from exc
+    check_spans(text, spans, f"{where} (id={record['id']})")
+    return Prompt(
+        id=str(record["id"]),
+        source=str(record.get("source") or "unknown"),
+        prompt=text,
+        instruction_char_spans=spans,
+        reference=record.get("reference"),
+        subset=str(record.get("subset") or ""),
+        instruction_spans=tuple(record.get("instruction_spans") or ()),
+    )
+
+
+def load_prompts(path: str | Path, sources: tuple[str, ...] | None = None) -> list[Prompt]:
+    """Read a prompts JSONL file (METHODS §6); optionally keep only some ``source`` groups."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFormatError(f"prompt file not found: {path}")
+    prompts: list[Prompt] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PromptFormatError(f"{where}: not valid JSON ({exc.msg})") from exc
+            prompt = prompt_from_record(record, where)
+            if prompt.id in seen:
+                raise PromptFormatError(f"{where}: duplicate id {prompt.id!r}")
+            seen.add(prompt.id)
+            if sources is None or prompt.source in sources:
+                prompts.append(prompt)
+    if not prompts:
+        raise PromptFormatError(f"{path}: no prompts" + (f" with source in {sources}" if sources else ""))
+    return prompts
+
+
+@dataclass(frozen=True)
+class Rating:
+    id: str
+    model: str
+    rating: int
+    label: str  # followed | unfollowed | unrated
+
+
+def load_ratings(path: str | Path, model: str | None = None) -> dict[str, Rating]:
+    """Read a ratings TSV (``id model rating label``); keyed by id, optionally for one model."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFormatError(f"ratings file not found: {path}")
+    out: dict[str, Rating] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        need = {"id", "model", "rating"}
+        if not need <= set(reader.fieldnames or ()):
+            raise PromptFormatError(f"{path}: header must contain {sorted(need)}, got {reader.fieldnames}")
+        for row in reader:
+            if model is not None and row["model"] != model:
+                continue
+            rating = int(row["rating"])
+            label = row.get("label") or ("unrated" if rating <= 0 else "followed" if rating >= 2 else "unfollowed")
+            out[row["id"]] = Rating(row["id"], row["model"], rating, label)
+    return out
