@@ -1,0 +1,82 @@
+"""PNG figures for the report: saliency maps (METHODS §1.4 with b = 0) and score distributions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: CI and GPU nodes have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _clean(token: str) -> str:
+    return token.replace("▁", " ").replace("Ġ", " ").replace("<0x0A>", "\\n").strip() or "␣"
+
+
+def saliency_map(
+    S0: np.ndarray,
+    prompt_tokens: Sequence[str],
+    response_tokens: Sequence[str],
+    instruction_mask: np.ndarray,
+    path: Path,
+    title: str,
+    max_response: int = 80,
+) -> Path:
+    """Heat map of levels 0..L (prompt tokens x response tokens); instruction rows are labelled in red."""
+    plt = _pyplot()
+    S0 = np.asarray(S0)[:, :max_response]
+    n, m = S0.shape
+    fig, ax = plt.subplots(figsize=(min(18, 2 + 0.18 * max(m, 8)), min(18, 1.5 + 0.2 * max(n, 4))))
+    ax.imshow(S0, aspect="auto", cmap="Blues", vmin=0, vmax=max(10, int(S0.max(initial=0))), interpolation="nearest")
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([_clean(t) for t in prompt_tokens], fontsize=6)
+    for label, inst in zip(ax.get_yticklabels(), instruction_mask):
+        if inst:
+            label.set_color("crimson")
+    ax.set_xticks(range(m))
+    ax.set_xticklabels([_clean(t) for t in list(response_tokens)[:m]], fontsize=6, rotation=90)
+    ax.set_xlabel("response token")
+    ax.set_ylabel("prompt token (instruction in red)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def score_distributions(
+    scores: Mapping[str, Mapping[str, Sequence[float]]],
+    path: Path,
+    title: str = "instruction importance density (METHODS §1.6)",
+) -> Path:
+    """Box plots of instance scores per group, base beside tuned. ``scores[group][model] = values``."""
+    plt = _pyplot()
+    groups = list(scores)
+    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(groups)), 4))
+    positions, data, colours = [], [], []
+    for g, group in enumerate(groups):
+        for k, (model, colour) in enumerate((("base", "#9e9e9e"), ("tuned", "#1f77b4"))):
+            positions.append(3 * g + k)
+            data.append(list(scores[group].get(model, [])) or [np.nan])
+            colours.append(colour)
+    parts = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showmeans=True)
+    for patch, colour in zip(parts["boxes"], colours):
+        patch.set_facecolor(colour)
+    ax.set_xticks([3 * g + 0.5 for g in range(len(groups))])
+    ax.set_xticklabels(groups)
+    ax.set_ylabel("score")
+    ax.set_title(title + "\n(grey: base, blue: tuned)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
