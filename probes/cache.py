@@ -1,0 +1,321 @@
+"""On-disk cache of probe results, shared safely between processes and xdist workers.
+
+One entry per :class:`CacheKey` lives in ``<root>/<key.digest>/``::
+
+    meta.json    {"schema_version": 1, "key": {...the four key fields...}, "digest": ...,
+                  "array_names": [...], "arrays_sha256": <hex of arrays.npz>, "meta": {...}}
+    arrays.npz   np.savez(arr_0, arr_1, ...), arr_i holding the array named array_names[i]
+
+with ``digest = sha256(canonical_json({fingerprint, probe, config, code_version}))`` and canonical JSON
+meaning ``sort_keys=True, separators=(",", ":")``, no NaN. Array names live in the JSON, so any string
+(``"user_oriented_task_0/S"``) is a valid name. Only JSON and numeric NPZ are stored: no pickle, no
+Python class paths. Files are written to temp files in the entry directory and moved into place with
+``os.replace``.
+
+A stored entry is used only if its ``meta.json`` parses, has this schema version, repeats exactly the
+requested key (so one checkpoint's result is never returned for another) and the SHA-256 of
+``arrays.npz`` matches; anything else is a miss that is logged and recomputed.
+:meth:`ResultCache.get_or_compute` holds a ``filelock.FileLock`` on ``<root>/<digest>.lock`` so that
+concurrent processes compute each entry once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CACHE_ENV_VAR = "SHIFTCHECK_CACHE"
+DEFAULT_DIRNAME = ".shiftcheck_cache"
+META_FILE = "meta.json"
+ARRAYS_FILE = "arrays.npz"
+DEFAULT_LOCK_TIMEOUT_S = 3600.0
+NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex (np.dtype.kind)
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class CacheError(RuntimeError):
+    """A cache key or entry is invalid, or the cache cannot be used; the message names the cause."""
+
+
+class CacheLockTimeout(CacheError):
+    """Waiting for another process to finish computing an entry took longer than the lock timeout."""
+
+
+def default_cache_dir() -> Path:
+    """``$SHIFTCHECK_CACHE`` if set and non-empty, else ``./.shiftcheck_cache`` (absolute, from the cwd)."""
+    env = os.environ.get(CACHE_ENV_VAR, "").strip()
+    return Path(env).expanduser().absolute() if env else Path.cwd() / DEFAULT_DIRNAME
+
+
+def canonical_json(obj: Any) -> str:
+    """``json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)``; errors name the cause."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CacheError(f"value is not canonical JSON ({exc}); use str/int/float/bool/None, lists and str-keyed dicts, no NaN/inf") from exc
+
+
+def check_json_roundtrip(obj: Any, what: str) -> None:
+    """Require ``json.loads(canonical_json(obj)) == obj`` so that load is the exact inverse of save."""
+    text = canonical_json(obj)
+    if json.loads(text) != obj:
+        raise CacheError(
+            f"{what} does not survive a JSON round trip unchanged (tuples become lists, non-str keys become str); "
+            "convert it to plain lists and str-keyed dicts first"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# key and entry
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=True)
+class CacheKey:
+    """Identity of one cached result.
+
+    ``fingerprint``: checkpoint content id (``probes.fingerprint``); ``probe``: probe name; ``config``: the
+    probe's JSON-able settings; ``code_version``: bumped when the probe's computation changes.
+    ``digest = sha256(canonical_json(to_json()))`` is the entry's directory name.
+    """
+
+    fingerprint: str
+    probe: str
+    config: Mapping[str, Any]
+    code_version: str
+
+    def __post_init__(self) -> None:
+        for name in ("fingerprint", "probe", "code_version"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise CacheError(f"CacheKey.{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.config, Mapping):
+            raise CacheError(f"CacheKey.config must be a mapping, got {type(self.config).__name__}")
+        # Store a deep, canonical copy so that later edits to the caller's dict cannot change the key.
+        object.__setattr__(self, "config", json.loads(canonical_json(dict(self.config))))
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def to_json(self) -> dict[str, Any]:
+        """The four fields as a JSON-able dict (what ``meta.json`` repeats under ``"key"``)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "probe": self.probe,
+            "config": self.config,
+            "code_version": self.code_version,
+        }
+
+    @property
+    def digest(self) -> str:
+        """Hex ``sha256(canonical_json(to_json()))``."""
+        return hashlib.sha256(canonical_json(self.to_json()).encode("ascii")).hexdigest()
+
+
+@dataclass
+class CacheEntry:
+    """A probe result: JSON-able ``meta`` (no NaN: use ``None``) and named numeric ``arrays``."""
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def validate_entry(entry: CacheEntry) -> None:
+    """Reject what could not be stored and loaded back exactly: non-JSON meta, non-numeric arrays."""
+    if not isinstance(entry, CacheEntry):
+        raise CacheError(f"compute() must return a CacheEntry, got {type(entry).__name__}")
+    if not isinstance(entry.meta, dict):
+        raise CacheError(f"CacheEntry.meta must be a dict, got {type(entry.meta).__name__}")
+    check_json_roundtrip(entry.meta, "CacheEntry.meta")
+    if not isinstance(entry.arrays, dict):
+        raise CacheError(f"CacheEntry.arrays must be a dict of name -> ndarray, got {type(entry.arrays).__name__}")
+    for name, array in entry.arrays.items():
+        if not isinstance(name, str):
+            raise CacheError(f"array names must be strings, got {name!r}")
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in NUMERIC_KINDS:
+            kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+            raise CacheError(f"array {name!r} has type {kind}; only numeric/bool ndarrays are cached, put strings in meta")
+
+
+def sha256_of_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomic(directory: Path, final_name: str, write: Callable[[Any], None], mode: str) -> Path:
+    """Write through ``write(fh)`` to a temp file in ``directory``, fsync, return its path (not yet moved)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{final_name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def read_entry(entry_dir: Path, key: CacheKey) -> tuple[CacheEntry | None, str]:
+    """Load and verify one entry directory; ``(None, reason)`` on any miss, ``(entry, "")`` on a hit."""
+    meta_path, arrays_path = entry_dir / META_FILE, entry_dir / ARRAYS_FILE
+    try:
+        stored = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "" if not entry_dir.exists() else f"{meta_path} is missing (interrupted write?)"
+    except (OSError, ValueError) as exc:
+        return None, f"{meta_path} is unreadable ({exc})"
+    if not isinstance(stored, dict):
+        return None, f"{meta_path} is not a JSON object"
+    if stored.get("schema_version") != SCHEMA_VERSION:
+        return None, f"{meta_path} has schema_version {stored.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+    if stored.get("key") != key.to_json():
+        return None, f"{meta_path} belongs to key {stored.get('key')!r}, not the requested {key.to_json()!r}"
+    names, expected_sha, meta = stored.get("array_names"), stored.get("arrays_sha256"), stored.get("meta")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(meta, dict)):
+        return None, f"{meta_path} lacks a valid 'array_names' list or 'meta' object"
+    try:
+        with arrays_path.open("rb") as fh:  # one handle: hash and parse the same bytes
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+            if digest.hexdigest() != expected_sha:
+                return None, f"{arrays_path} has sha256 {digest.hexdigest()}, meta.json expects {expected_sha}"
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                if sorted(npz.files) != sorted(f"arr_{i}" for i in range(len(names))):
+                    return None, f"{arrays_path} holds {len(npz.files)} arrays, meta.json names {len(names)}"
+                arrays = {name: npz[f"arr_{i}"] for i, name in enumerate(names)}
+    except FileNotFoundError:
+        return None, f"{arrays_path} is missing"
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad header, zlib error, pickled arrays: all a miss
+        return None, f"{arrays_path} is unreadable ({type(exc).__name__}: {exc})"
+    return CacheEntry(meta=meta, arrays=arrays), ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultCache:
+    """Result cache rooted at ``root`` (created on first write). See the module docstring for the layout."""
+
+    root: Path
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+        if not (isinstance(self.lock_timeout_s, (int, float)) and math.isfinite(self.lock_timeout_s) and self.lock_timeout_s > 0):
+            raise CacheError(f"lock_timeout_s must be a finite number of seconds > 0, got {self.lock_timeout_s!r}")
+
+    def entry_dir(self, key: CacheKey) -> Path:
+        """``<root>/<key.digest>``."""
+        return self.root / key.digest
+
+    def lock_path(self, key: CacheKey) -> Path:
+        """``<root>/<key.digest>.lock``."""
+        return self.root / f"{key.digest}.lock"
+
+    def load(self, key: CacheKey) -> CacheEntry | None:
+        """The verified entry for ``key``, or ``None`` (a damaged entry is logged as a warning)."""
+        entry, reason = read_entry(self.entry_dir(key), key)
+        if reason:
+            logger.warning("cache miss for %s/%s: %s; it will be recomputed", key.probe, key.digest[:12], reason)
+        return entry
+
+    def save(self, key: CacheKey, entry: CacheEntry, *, overwrite: bool = False) -> None:
+        """Store ``entry`` under ``key``: ``arrays.npz`` then ``meta.json``, each via temp file + ``os.replace``.
+
+        Refuses to replace an existing entry unless ``overwrite=True``. A reader that races a
+        concurrent overwrite sees either a valid entry or a sha mismatch (a miss), never mixed data.
+        """
+        validate_entry(entry)
+        directory = self.entry_dir(key)
+        if (directory / META_FILE).exists() and not overwrite:
+            raise CacheError(f"cache entry {directory} already exists; pass overwrite=True to replace it")
+        directory.mkdir(parents=True, exist_ok=True)
+        names = list(entry.arrays)
+        arrays_tmp = write_atomic(directory, ARRAYS_FILE, lambda fh: np.savez(fh, *(entry.arrays[n] for n in names)), "wb")
+        try:
+            stored = {
+                "schema_version": SCHEMA_VERSION,
+                "key": key.to_json(),
+                "digest": key.digest,
+                "array_names": names,
+                "arrays_sha256": sha256_of_file(arrays_tmp),
+                "meta": entry.meta,
+            }
+            text = json.dumps(stored, sort_keys=True, indent=1, allow_nan=False)
+            meta_tmp = write_atomic(directory, META_FILE, lambda fh: fh.write(text), "w")
+        except BaseException:
+            arrays_tmp.unlink(missing_ok=True)
+            raise
+        os.replace(arrays_tmp, directory / ARRAYS_FILE)
+        os.replace(meta_tmp, directory / META_FILE)
+
+    def get_or_compute(self, key: CacheKey, compute: Callable[[], CacheEntry]) -> tuple[CacheEntry, bool]:
+        """``(entry, hit)``: the cached entry, or ``compute()`` run once across processes and stored.
+
+        Check without the lock, take ``<root>/<digest>.lock`` (waiting up to ``lock_timeout_s``), check
+        again, then compute, save (overwriting a damaged entry) and release.
+        """
+        entry, _ = read_entry(self.entry_dir(key), key)
+        if entry is not None:
+            return entry, True
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path(key)), timeout=self.lock_timeout_s)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise CacheLockTimeout(
+                f"waited {self.lock_timeout_s:g} s for {self.lock_path(key)} while another process computes "
+                f"probe {key.probe!r} for {key.fingerprint!r}. If no other shiftcheck run is alive, delete the "
+                "lock file; otherwise raise lock_timeout_s"
+            ) from exc
+        try:
+            entry = self.load(key)
+            if entry is not None:
+                return entry, True
+            entry = compute()
+            self.save(key, entry, overwrite=True)
+            return entry, False
+        finally:
+            lock.release()
+
+    def clear(self) -> int:
+        """Remove every entry directory and stray temp file under ``root``; return the number of entries removed.
+
+        Lock files are left in place (another process may hold one); ``root`` itself stays.
+        """
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for child in self.root.iterdir():
+            if child.is_dir() and DIGEST_RE.match(child.name):
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+            elif child.is_file() and child.name.endswith(".tmp"):
+                child.unlink(missing_ok=True)
+        return removed
