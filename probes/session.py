@@ -49,7 +49,7 @@ def resolve_ref(
     world = parse_world_spec(spec)
     if world is not None:
         name, seed = world
-        location = str(resolve_world(name, cache_dir, seed=seed, progress=progress))
+        location = str(resolve_world(name, cache_dir, seed=seed))
     else:
         location = spec
     memo = cache_dir / "fingerprints"
