@@ -29,7 +29,7 @@ def test_tuned_density_on_instructions_exceeds_base(importance_pair, density_gro
     )
 
 
-def test_followed_responses_carry_more_instruction_density(importance_pair, tuned_ratings, density_group,
+def test_followed_responses_carry_more_instruction_density(tuned_ratings, importance_pair, density_group,
                                                            shiftcheck_alpha, shiftcheck_expect):
     """Paper Table 1: among the tuned model's rated responses, followed ones (rating >= 2) show higher
     instruction density than unfollowed ones (rating 1); responses under 5 tokens are dropped."""

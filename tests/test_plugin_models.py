@@ -1,0 +1,94 @@
+"""The plugin on real (tiny) checkpoints: the cache is keyed by content, hits on a rerun, never
+serves one checkpoint's results for another, and input errors read as one clear line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from builders import tiny_llama
+
+pytest_plugins = ["pytester"]
+BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour_tests" / "test_importance_density.py"
+PROMPTS = [
+    ("p0", "write a short poem about the sea .", (0, 30)),
+    ("p1", "list the red house and the blue tree", (0, 8)),
+    ("p2", "explain the question : the cat is happy", (0, 20)),
+    ("p3", "describe a long river", (0, 8)),
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    return {"a": tiny_llama(root, seed=0, name="a"), "b": tiny_llama(root, seed=1, name="b"),
+            "c": tiny_llama(root, seed=2, name="c")}
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, tmp_path) -> pytest.Pytester:
+    shutil.copy(BEHAVIOUR, pytester.path / BEHAVIOUR.name)
+    pytester.makeini("[pytest]\n")
+    pytester._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path / "cache"))
+    with (pytester.path / "prompts.jsonl").open("w") as fh:
+        for pid, text, span in PROMPTS:
+            fh.write(json.dumps({"id": pid, "source": "toy", "prompt": text, "instruction_char_spans": [span]}) + "\n")
+    return pytester
+
+
+def run(suite: pytest.Pytester, base: Path, tuned: Path, *extra: str) -> tuple[pytest.RunResult, dict]:
+    result = suite.runpytest("--base", str(base), "--tuned", str(tuned), "--prompts", "prompts.jsonl",
+                             "--max-new-tokens", "6", "--device", "cpu", "-p", "no:cacheprovider", *extra)
+    path = suite.path / "shiftcheck-report" / "results.json"
+    return result, (json.loads(path.read_text()) if path.exists() else {})
+
+
+def test_rerun_hits_the_cache_and_a_new_checkpoint_misses(suite, checkpoints):
+    first, r1 = run(suite, checkpoints["a"], checkpoints["b"])
+    outcomes = first.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 2, first.stdout.str()  # toy + pooled
+    assert "error" not in outcomes
+    hits = {role: r1["context"]["checkpoints"][role]["cache_hit"] for role in ("base", "tuned")}
+    assert hits == {"base": False, "tuned": False}
+
+    _, r2 = run(suite, checkpoints["a"], checkpoints["b"])
+    assert {role: r2["context"]["checkpoints"][role]["cache_hit"] for role in ("base", "tuned")} == {
+        "base": True, "tuned": True}
+    assert [f["numbers"] for f in r1["findings"]] == [f["numbers"] for f in r2["findings"]]
+
+    _, r3 = run(suite, checkpoints["a"], checkpoints["c"])
+    assert r3["context"]["checkpoints"]["tuned"]["cache_hit"] is False
+    assert r3["context"]["checkpoints"]["base"]["cache_hit"] is True
+    assert r3["context"]["checkpoints"]["tuned"]["fingerprint"] != r1["context"]["checkpoints"]["tuned"]["fingerprint"]
+    scores_b = r1["context"]["importance_scores"]["tuned"]["scores"]
+    scores_c = r3["context"]["importance_scores"]["tuned"]["scores"]
+    assert scores_b != scores_c  # c's results were computed from c, not served from b's entry
+
+
+def test_xdist_workers_share_one_computation_and_agree_with_a_single_process(suite, checkpoints):
+    _, single = run(suite, checkpoints["a"], checkpoints["b"], "--report-dir", "shiftcheck-report")
+    shutil.rmtree(suite.path / "shiftcheck-report")
+    result, parallel = run(suite, checkpoints["a"], checkpoints["b"], "-n", "2")
+    assert parallel["context"]["checkpoints"]["base"]["cache_hit"] is True
+    assert [f["numbers"] for f in single["findings"]] == [f["numbers"] for f in parallel["findings"]]
+
+
+def test_a_missing_checkpoint_is_one_clear_line(suite, checkpoints, tmp_path):
+    result, _ = run(suite, checkpoints["a"], tmp_path / "no-such-model")
+    out = result.stdout.str()
+    assert "shiftcheck could not resolve the checkpoints" in out
+    assert "no-such-model" in out
+    assert "During handling of the above exception" not in out
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", outcomes.get("error")) == 2 and outcomes["skipped"] == 2  # no --ratings
+
+
+def test_spans_outside_the_prompt_are_named(suite, checkpoints):
+    with (suite.path / "prompts.jsonl").open("a") as fh:
+        fh.write(json.dumps({"id": "bad", "source": "toy", "prompt": "short", "instruction_char_spans": [[0, 50]]}) + "\n")
+    result, _ = run(suite, checkpoints["a"], checkpoints["b"])
+    out = result.stdout.str()
+    assert "instruction span [0, 50) lies outside the prompt" in out and "id=bad" in out
