@@ -23,6 +23,7 @@ from probes.prompts import Prompt
 from probes.world.build import parse_world_spec, resolve_world
 
 Progress = Callable[[str, str, int, int], None]  # (label, stage, done, total)
+SHARD_SIZE = 16  # prompts per cache entry: the unit of work a crash can lose
 
 
 @dataclass(frozen=True)
@@ -105,26 +106,39 @@ class PairRunner:
         )
 
     def importance(
-        self, prompts: Sequence[Prompt], config: imp.ImportanceConfig
+        self, prompts: Sequence[Prompt], config: imp.ImportanceConfig, shard_size: int = SHARD_SIZE
     ) -> tuple[imp.ImportanceResult, imp.ImportanceResult, dict[str, bool]]:
-        """Probe 1 on both models, each on its own greedy responses; returns (base, tuned, cache hits)."""
-        results = {}
-        hits = {}
+        """Probe 1 on both models, each on its own greedy responses; returns (base, tuned, cache hits).
+
+        Work is cached per shard of ``shard_size`` prompts, so a crash (OOM, NaN, a killed job)
+        keeps every finished shard and a rerun resumes where it stopped.
+        """
+        results, hits = {}, {}
+        parts = [list(prompts[i : i + shard_size]) for i in range(0, len(prompts), shard_size)]
         for ref, index in ((self.base, 0), (self.tuned, 1)):
-            key = importance_key(ref, config, prompts)
-
-            def compute(ref: CheckpointRef = ref, index: int = index) -> CacheEntry:
-                model = self.pair()[index]
-                result = imp.run_importance(
-                    model.model, model.tokenizer, prompts, config, label=ref.label, progress=self._stage(ref.label)
+            metas, arrays, all_hit = [], {}, True
+            for k, part in enumerate(parts):
+                entry, hit = self.cache.get_or_compute(
+                    importance_key(ref, config, part), lambda part=part, index=index, k=k: self._compute_shard(
+                        index, ref.label, part, config, k * shard_size, len(prompts))
                 )
-                meta, arrays = imp.to_storage(result)
-                return CacheEntry(meta=meta, arrays=arrays)
-
-            entry, hit = self.cache.get_or_compute(key, compute)
-            hits[ref.label] = hit
-            results[ref.label] = imp.from_storage(entry.meta, entry.arrays, config)
+                metas.append(entry.meta)
+                arrays.update(entry.arrays)
+                all_hit &= hit
+            meta = {"label": ref.label, "instances": [inst for m in metas for inst in m["instances"]]}
+            results[ref.label] = imp.from_storage(meta, arrays, config)
+            hits[ref.label] = all_hit
         return results["base"], results["tuned"], hits
+
+    def _compute_shard(
+        self, index: int, label: str, part: list[Prompt], config: imp.ImportanceConfig, offset: int, total: int
+    ) -> CacheEntry:
+        checkpoint = self.pair()[index]
+        stage = self._stage(label)
+        progress = None if stage is None else (lambda st, done, _n: stage(st, offset + done, total))
+        result = imp.run_importance(checkpoint.model, checkpoint.tokenizer, part, config, label=label, progress=progress)
+        meta, arrays = imp.to_storage(result)
+        return CacheEntry(meta=meta, arrays=arrays)
 
     def _stage(self, label: str) -> Callable[[str, int, int], None] | None:
         if self.progress is None:

@@ -1,0 +1,67 @@
+"""PairRunner: spec resolution, sharded caching that keeps finished work after a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from builders import tiny_llama
+from probes import session
+from probes.cache import ResultCache
+from probes.checkpoint import LoadOptions
+from probes.importance import AttributionError, ImportanceConfig
+from probes.prompts import Prompt
+
+PROMPTS = [Prompt(f"p{i}", "toy", text, ((0, 5),)) for i, text in enumerate(
+    ["write a short poem", "list the red house", "explain the question", "describe a long river", "write the sea"])]
+
+
+@pytest.fixture
+def runner(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    refs = [session.resolve_ref(label, str(tiny_llama(tmp_path, seed=s, name=label)), cache.root)
+            for label, s in (("base", 0), ("tuned", 1))]
+    return session.PairRunner(refs[0], refs[1], LoadOptions(device="cpu"), cache)
+
+
+def test_a_crash_keeps_finished_shards_and_a_rerun_resumes(runner, monkeypatch):
+    calls: list[list[str]] = []
+    real = session.imp.run_importance
+
+    def flaky(model, tokenizer, prompts, config, label, progress=None):
+        calls.append([p.id for p in prompts])
+        if fail and "p3" in calls[-1]:
+            raise AttributionError("instance 'p3': simulated NaN")
+        return real(model, tokenizer, prompts, config, label=label, progress=progress)
+
+    monkeypatch.setattr(session.imp, "run_importance", flaky)
+    config = ImportanceConfig(max_new_tokens=4)
+    fail = True
+    with pytest.raises(AttributionError, match="p3"):
+        runner.importance(PROMPTS, config, shard_size=2)
+    assert calls == [["p0", "p1"], ["p2", "p3"]]
+
+    calls.clear()
+    fail = False
+    base, tuned, hits = runner.importance(PROMPTS, config, shard_size=2)
+    # base's first shard came from the cache; everything else was computed once
+    assert calls == [["p2", "p3"], ["p4"], ["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert base.ids == tuned.ids == [p.id for p in PROMPTS]
+    assert hits == {"base": False, "tuned": False}
+
+    calls.clear()
+    again = runner.importance(PROMPTS, config, shard_size=2)
+    assert calls == [] and again[2] == {"base": True, "tuned": True}
+    assert again[0].scores.tolist() == base.scores.tolist()
+
+
+def test_prompt_digest_changes_with_spans_text_and_order():
+    d = session.prompts_digest(PROMPTS)
+    assert session.prompts_digest(PROMPTS[::-1]) != d
+    moved = [Prompt("p0", "toy", PROMPTS[0].prompt, ((0, 4),)), *PROMPTS[1:]]
+    assert session.prompts_digest(moved) != d
+    assert session.prompts_digest(list(PROMPTS)) == d
+
+
+def test_unknown_world_names_list_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="good"):
+        session.resolve_ref("tuned", "world:excellent", tmp_path)
