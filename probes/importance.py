@@ -54,8 +54,10 @@ class ImportanceConfig:
     chunk_size: int | None = None  # response tokens (vjp) or prompt tokens (jvp) per pass; None = sized to memory
 
     def cache_config(self) -> dict:
-        """The fields that change the stored matrices (b and p act at analysis time)."""
-        return {"L": self.L, "max_new_tokens": self.max_new_tokens, "chat_template": self.chat_template}
+        """The fields that change the stored matrices (b and p act at analysis time). The mode is
+        included because paths agree only to float tolerance, which can move a ceil level."""
+        return {"L": self.L, "max_new_tokens": self.max_new_tokens, "chat_template": self.chat_template,
+                "mode": self.mode}
 
 
 MODES = ("auto", "vjp", "jvp", "loop")
