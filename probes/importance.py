@@ -198,20 +198,29 @@ def _positions(enc: PromptEncoding) -> slice:
     return slice(start, start + len(enc.prompt_ids))
 
 
+def _reverse_pass(
+    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int]
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, slice]:
+    """The shared forward of both reverse-mode paths: zeroed I (prompt_len, resp_len), the leaf E
+    (seq_len, d_model), log p (resp_len,) with its graph, and the prompt positions."""
+    ids = build_sequence(enc, response_ids)
+    pos = _positions(enc)
+    I = np.zeros((len(enc.prompt_ids), len(response_ids)), dtype=np.float32)
+    E = input_embeddings(model, ids).requires_grad_(True)
+    logp = response_log_probs(model, E, ids, pos.stop) if len(response_ids) else E.new_zeros(0)
+    return I, E, logp, pos
+
+
 def importance_loop(model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int]) -> np.ndarray:
     """Reference: one backward pass per response token (the authors' loop). Returns I (prompt_len, resp_len).
 
     The gradient of log p_j is scaled by p_j, which is exactly dp_j (chain rule) and avoids
     underflow in the probability's own gradient.
     """
-    ids = build_sequence(enc, response_ids)
     M = len(response_ids)
-    pos = _positions(enc)
-    I = np.zeros((len(enc.prompt_ids), M), dtype=np.float32)
     if M == 0:
-        return I
-    E = input_embeddings(model, ids).requires_grad_(True)
-    logp = response_log_probs(model, E, ids, pos.stop)
+        return np.zeros((len(enc.prompt_ids), 0), dtype=np.float32)
+    I, E, logp, pos = _reverse_pass(model, enc, response_ids)
     for j in range(M):
         (g,) = torch.autograd.grad(logp[j], E, retain_graph=j < M - 1)
         I[:, j] = (torch.exp(logp[j].detach()) * (g[pos] * E[pos].detach()).sum(-1)).cpu().numpy()
@@ -260,14 +269,10 @@ def importance_vjp(
     Row j of the cotangent batch is the one-hot e_j, so grad row j = d log p_j / dE; multiplied by
     p_j it is d p_j / dE. Returns I (prompt_len, resp_len).
     """
-    ids = build_sequence(enc, response_ids)
     M = len(response_ids)
-    pos = _positions(enc)
-    I = np.zeros((len(enc.prompt_ids), M), dtype=np.float32)
     if M == 0:
-        return I
-    E = input_embeddings(model, ids).requires_grad_(True)
-    logp = response_log_probs(model, E, ids, pos.stop)  # (resp_len,)
+        return np.zeros((len(enc.prompt_ids), 0), dtype=np.float32)
+    I, E, logp, pos = _reverse_pass(model, enc, response_ids)
     p = torch.exp(logp.detach())
     E_prompt = E[pos].detach()  # (prompt_len, d_model)
 
@@ -278,7 +283,7 @@ def importance_vjp(
         block = (g[:, pos] * E_prompt[None]).sum(-1) * p[start:stop, None]  # (chunk, prompt_len)
         I[:, start:stop] = block.T.cpu().numpy()
 
-    run_chunked(M, chunk or default_chunk(model, len(ids)), work, "batched VJP")
+    run_chunked(M, chunk or default_chunk(model, E.shape[0]), work, "batched VJP")
     return I
 
 
