@@ -421,7 +421,16 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
         model = _merge_adapter(model, adapter)
     architecture = type(model).__name__
     _check_supported(architecture)
-    model.to(device)
+    try:
+        model.to(device)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc).lower():
+            raise
+        n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        raise CheckpointError(
+            f"out of memory moving {spec!r} ({n_bytes / 2**30:.1f} GiB of weights) to {device}; "
+            "free the device, pick another with --device cuda:N, or run on --device cpu"
+        ) from exc
     model.eval()
 
     tokenizer_source, tokenizer_path = source, path

@@ -357,3 +357,18 @@ def test_checkpoint_module_has_no_print():
     import inspect
 
     assert "print(" not in inspect.getsource(ckpt_module)
+
+
+def test_out_of_memory_on_the_device_is_a_checkpoint_error_with_the_size(tmp_path, monkeypatch):
+    import torch
+
+    from probes.checkpoint import CheckpointError, load_checkpoint
+
+    path = tiny_llama(tmp_path)
+
+    def no_room(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB")
+
+    monkeypatch.setattr(torch.nn.Module, "to", no_room)
+    with pytest.raises(CheckpointError, match=r"out of memory moving .* GiB of weights\) to cpu"):
+        load_checkpoint(str(path))
