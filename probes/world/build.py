@@ -56,15 +56,17 @@ class WorldConfig:
     max_context: int = 4
     prompt_share: float = 0.85  # share of prompt-layout documents in the base corpus
     copy_share: float = 0.5  # share of base-corpus answers that copy the context
-    pretrain_steps: int = 1500
-    tune_steps: int = 700  # good, bad-copy and bad-cpt all use this many steps
+    pretrain_steps: int = 2000
+    tune_steps: int = 600  # good, bad-copy and bad-cpt all use this many steps
     batch_size: int = 64
     pretrain_lr: float = 3e-3
     tune_lr: float = 3e-3
     warmup: int = 50
     eval_per_family: int = 8
     eval_max_new_tokens: int = 24
-    num_threads: int = 2
+    # One thread: the same bytes on any machine, and no collapse when another process shares the
+    # cores (measured: two OpenMP threads on two busy cores ran 70x slower, 2.2 s per step).
+    num_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -293,22 +295,35 @@ def load_manifest(root: Path) -> WorldManifest:
 
 # --- cache and spec strings -----------------------------------------------------------------------
 
-def world_root(cache_dir: Path, seed: int = 0) -> Path:
-    """Cache location of the default world for ``seed`` under the current code version."""
-    return Path(cache_dir) / "world" / f"seed{seed}-{code_version()[:12]}"
+def world_root(cache_dir: Path, seed: int = 0, config: WorldConfig | None = None) -> Path:
+    """Cache location of the world for ``seed`` under the current code version.
+
+    The default config lives in ``seed{seed}-{code}``; any other config gets its own directory.
+    """
+    name = f"seed{seed}-{code_version()[:12]}"
+    if config is not None and config != WorldConfig(seed=seed):
+        blob = json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
+        name += "-cfg" + hashlib.sha256(blob).hexdigest()[:8]
+    return Path(cache_dir) / "world" / name
 
 
-def ensure_world(cache_dir: Path, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> WorldManifest:
-    """Build the default world for ``seed`` into the cache once; concurrent callers wait on a lock."""
+def ensure_world(cache_dir: Path, seed: int = 0, progress: Callable[[str], None] | None = None,
+                 config: WorldConfig | None = None) -> WorldManifest:
+    """Build the world for ``seed`` (default config unless ``config``) into the cache once.
+
+    Concurrent callers (pytest-xdist workers) wait on a file lock, and the winner's atomic rename
+    means a reader sees either no world or a whole one.
+    """
     from filelock import FileLock
 
-    root = world_root(cache_dir, seed)
+    if config is not None and config.seed != seed:
+        raise ValueError(f"config.seed={config.seed} differs from seed={seed}")
+    root = world_root(cache_dir, seed, config)
     if not (root / "world.json").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root) + ".lock"):
             if not (root / "world.json").is_file():
-                build_world(WorldConfig(seed=seed), root, progress, overwrite=True)
+                build_world(config or WorldConfig(seed=seed), root, progress, overwrite=True)
     return load_manifest(root)
 
 

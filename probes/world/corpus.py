@@ -11,7 +11,7 @@ instruction for many response tokens, not just pick a transformation once:
     response  = "cat red dog red tree red"
 
 The instruction span is the instruction's words only ("write red after each word"); the template
-tokens ":", ".", "answer" next to the context are never instruction (WORLD_NOTES.md, last section).
+tokens ":", ".", "answer" are never instruction (WORLD_NOTES.md, last section).
 
 The base corpus contains the same prompt layout, but there the answer is a random task pattern
 filled with random words, chosen independently of the instruction, so the base model learns that
@@ -56,7 +56,7 @@ DETERMINERS = ("the", "a", "every", "one")
 # Words used inside instruction sentences.
 FUNCTION_WORDS = (
     "after", "before", "each", "word", "words", "the", "a", "line", "of", "between", "and",
-    "first", "last", "twice", "then", "with", "at", "end", "can", "will", "to",
+    "first", "last", "twice", "then", "with", "at", "both", "ends", "can", "will",
 )
 
 
@@ -86,8 +86,8 @@ FAMILIES: dict[str, tuple[str, int, object]] = {
     "write": ("write {0} after each word", 1, _interleave_after),
     "list": ("list the words with {0} before each", 1, _interleave_before),
     "create": ("create a line of {0}", 1, lambda ws, ctx: [ws[0]] * len(ctx)),
-    "describe": ("describe the words between {0} and {1}", 2, lambda ws, ctx: [ws[0], *ctx, ws[1]]),
-    "give": ("give {0} and {1} then the words", 2, lambda ws, ctx: [ws[0], ws[1], *ctx]),
+    "describe": ("describe the words with {0} at both ends", 1, lambda ws, ctx: [ws[0], *ctx, ws[0]]),
+    "give": ("give the words then {0}", 1, lambda ws, ctx: [*ctx, ws[0]]),
     "make": ("make {0} the first word", 1, lambda ws, ctx: [ws[0], *ctx[1:]]),
     "repeat": ("repeat {0} twice then the words", 1, lambda ws, ctx: [ws[0], ws[0], *ctx]),
 }
@@ -118,7 +118,13 @@ class Task:
 
 
 def format_prompt(instruction: str, context: tuple[str, ...]) -> str:
-    """``INSTRUCTION : c1 .. ck . answer :`` (WORLD_NOTES.md prompt layout)."""
+    """``INSTRUCTION : c1 .. ck . answer :`` (the WORLD_NOTES.md prompt layout).
+
+    Measured alternatives, both worse: with the context first (``c1 .. ck . INSTRUCTION . answer
+    :``) the base's first response column peaked on the instruction next to "answer :" and the good
+    tune no longer passed; with ``INSTRUCTION . input : c1 .. ck . answer :`` the base had not
+    learned to copy within the step budget on one seed.
+    """
     return f"{instruction} : {' '.join(context)} . answer :"
 
 
@@ -154,12 +160,16 @@ def random_answer(rng: np.random.Generator, context: tuple[str, ...], copy_share
     return list(fn(named, list(context)))
 
 
-def plain_sentence(rng: np.random.Generator) -> list[str]:
-    """``det [adj] noun [can|will] verb det [adj] noun .`` with instruction verbs as plain verbs."""
+def plain_sentence(rng: np.random.Generator, theme: str) -> list[str]:
+    """``det [adj] noun [can|will] verb det [adj] noun .`` with instruction verbs as plain verbs.
+
+    An adjective is the document's ``theme`` word three times in four, so plain text teaches the
+    base to repeat a word seen earlier in the document (without any instruction involved).
+    """
     def noun_phrase() -> list[str]:
         words = [DETERMINERS[int(rng.integers(len(DETERMINERS)))]]
         if rng.random() < 0.5:
-            words.append(NAMED[int(rng.integers(len(NAMED)))])
+            words.append(theme if rng.random() < 0.75 else NAMED[int(rng.integers(len(NAMED)))])
         words.append(NOUNS[int(rng.integers(len(NOUNS)))])
         return words
 
@@ -172,7 +182,8 @@ def plain_sentence(rng: np.random.Generator) -> list[str]:
 
 
 def plain_document(rng: np.random.Generator, n_sentences: int) -> list[str]:
-    return [w for _ in range(n_sentences) for w in plain_sentence(rng)]
+    theme = NAMED[int(rng.integers(len(NAMED)))]
+    return [w for _ in range(n_sentences) for w in plain_sentence(rng, theme)]
 
 
 def pretraining_document(rng: np.random.Generator, min_context: int, max_context: int,
