@@ -19,6 +19,9 @@ def test_tuned_density_on_instructions_exceeds_base(importance_pair, density_gro
     """Paper Table 2: the tuned model's instruction importance density is higher than the base's
     (Welch one-sided t-test, all instances, no length filter)."""
     shift = density_shift(importance_pair.base, importance_pair.tuned, density_group)
+    if min(shift.a_n, shift.b_n) < 2:
+        pytest.fail(f"group '{density_group}' has {shift.a_n} base and {shift.b_n} tuned instances; "
+                    "a comparison needs at least 2 of each (check the prompts' 'source' field)", pytrace=False)
     shiftcheck_expect(
         "importance_density",
         shift,

@@ -128,7 +128,7 @@ def test_offsets_map_instruction_spans_to_exactly_the_instruction_words(tiny_wor
         (start, end), = pr.instruction_char_spans
         inside = [t for t, (s, e) in zip(tokens, enc.offset_mapping) if e > s and s < end and e > start]
         assert inside == pr.instruction_spans[0].split()
-        assert inside[0] in corpus.TASK_VERBS and pr.source == f"world-{inside[0]}"
+        assert inside[0] in corpus.TASK_VERBS and pr.source == "world" and pr.subset == inside[0]
         assert not set(inside) & {":", ".", "answer", tok.bos_token}
         assert pr.prompt[end:].startswith(" :"), "the ':' after the instruction must stay outside the span"
 

@@ -36,6 +36,7 @@ from probes.world.tokenizer import BOS, EOS, PAD, UNK, build_tokenizer, check_ro
 from probes.world.train import TrainConfig, deterministic_torch, greedy_responses, init_model, train
 
 SCHEMA_VERSION = 1
+WORLD_SOURCE = "world"
 MODEL_NAMES = ("base", "good", "bad-copy", "bad-cpt")
 ALIASES = {"base": "base", "null": "base", "good": "good", "bad-copy": "bad-copy", "bad-cpt": "bad-cpt"}
 TIMING_FIELDS = ("seconds",)  # world.json fields that differ between identical builds
@@ -146,7 +147,8 @@ def _prompt_records(tasks: list[corpus.Task]) -> list[dict]:
         start, end = task.instruction_char_span
         records.append({
             "id": f"world_{i:04d}",
-            "source": f"world-{task.family}",
+            "source": WORLD_SOURCE,  # one group: 8 prompts per family are too few to test each alone
+            "subset": task.family,
             "prompt": task.prompt,
             "instruction_char_spans": [[start, end]],
             "instruction_spans": [task.prompt[start:end]],
