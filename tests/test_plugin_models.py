@@ -49,7 +49,7 @@ def run(suite: pytest.Pytester, base: Path, tuned: Path, *extra: str) -> tuple[p
 def test_rerun_hits_the_cache_and_a_new_checkpoint_misses(suite, checkpoints):
     first, r1 = run(suite, checkpoints["a"], checkpoints["b"])
     outcomes = first.parseoutcomes()
-    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 2, first.stdout.str()  # toy + pooled
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 1, first.stdout.str()  # one source: pooled
     assert "error" not in outcomes
     hits = {role: r1["context"]["checkpoints"][role]["cache_hit"] for role in ("base", "tuned")}
     assert hits == {"base": False, "tuned": False}
@@ -83,7 +83,7 @@ def test_a_missing_checkpoint_is_one_clear_line(suite, checkpoints, tmp_path):
     assert "no-such-model" in out
     assert "During handling of the above exception" not in out
     outcomes = result.parseoutcomes()
-    assert outcomes.get("errors", outcomes.get("error")) == 2 and outcomes["skipped"] == 2  # no --ratings
+    assert outcomes.get("errors", outcomes.get("error")) == 1 and outcomes["skipped"] == 1  # no --ratings
 
 
 def test_spans_outside_the_prompt_are_named(suite, checkpoints):
