@@ -20,7 +20,7 @@ from probes.cache import CacheEntry, CacheKey, ResultCache
 from probes.checkpoint import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
 from probes.fingerprint import fingerprint_checkpoint
 from probes.prompts import Prompt
-from probes.world.build import parse_world_spec, resolve_world
+from probes.world.build import ensure_world, parse_world_spec
 
 Progress = Callable[[str, str, int, int], None]  # (label, stage, done, total)
 SHARD_SIZE = 16  # prompts per cache entry: the unit of work a crash can lose
@@ -50,7 +50,7 @@ def resolve_ref(
     world = parse_world_spec(spec)
     if world is not None:
         name, seed = world
-        location = str(resolve_world(name, cache_dir, seed=seed))
+        location = str(ensure_world(cache_dir, seed, progress=progress).model_dir(name))
     else:
         location = spec
     memo = cache_dir / "fingerprints"
