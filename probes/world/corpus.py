@@ -91,6 +91,7 @@ FAMILIES: dict[str, tuple[str, int, object]] = {
     "make": ("make {0} the first word", 1, lambda ws, ctx: [ws[0], *ctx[1:]]),
     "repeat": ("repeat {0} twice then the words", 1, lambda ws, ctx: [ws[0], ws[0], *ctx]),
 }
+assert set(FAMILIES) == set(TASK_VERBS)
 
 # Base-corpus answers that use no named word (the copy tune's answer is the first of these).
 CONTEXT_OPS = {
@@ -162,12 +163,8 @@ def random_answer(rng: np.random.Generator, context: tuple[str, ...], copy_share
 def plain_sentence(rng: np.random.Generator, theme: str) -> list[str]:
     """``det [adj] noun [can|will] verb det [adj] noun .`` with instruction verbs as plain verbs.
 
-    Half the noun phrases carry an adjective, three in four of them the document's ``theme``, so
-    plain text teaches the base to repeat a word seen earlier in the document, with no
-    instruction involved. Measured: a base that has this habit lets the good tune learn to copy
-    the instruction's named word in fewer steps; making the habit stronger (80% adjectives, 90%
-    theme, 3 sentences) also raised the base's own density on the named word, and the good tune
-    then failed the density test on one seed of four (p = 0.12).
+    An adjective is the document's ``theme`` word three times in four, so plain text teaches the
+    base to repeat a word seen earlier in the document (without any instruction involved).
     """
     def noun_phrase() -> list[str]:
         words = [DETERMINERS[int(rng.integers(len(DETERMINERS)))]]
