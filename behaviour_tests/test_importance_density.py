@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.findings import density_shift, followed_shift
+from shiftcheck.probes.findings import density_shift, followed_shift
 
 pytestmark = pytest.mark.xdist_group("importance")
 

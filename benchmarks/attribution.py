@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from probes.importance import PromptEncoding, importance_jvp, importance_loop, importance_vjp, normalise
+from shiftcheck.probes.importance import PromptEncoding, importance_jvp, importance_loop, importance_vjp, normalise
 
 
 def build_model(args: argparse.Namespace) -> LlamaForCausalLM:

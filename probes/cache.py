@@ -219,6 +219,17 @@ def read_entry(entry_dir: Path, key: CacheKey) -> tuple[CacheEntry | None, str]:
 
 
 @dataclass(frozen=True)
+class CacheInfo:
+    root: Path
+    entries: dict[str, int]  # probe name -> number of entries
+    bytes: int
+
+    @property
+    def n_entries(self) -> int:
+        return sum(self.entries.values())
+
+
+@dataclass(frozen=True)
 class ResultCache:
     """Result cache rooted at ``root`` (created on first write). See the module docstring for the layout."""
 
@@ -303,6 +314,24 @@ class ResultCache:
             return entry, False
         finally:
             lock.release()
+
+    def info(self) -> "CacheInfo":
+        """Entries per probe and total bytes on disk under ``root`` (locks and temp files included)."""
+        per_probe: dict[str, int] = {}
+        total = 0
+        if self.root.is_dir():
+            for path in self.root.rglob("*"):
+                if path.is_file():
+                    total += path.stat().st_size
+            for child in self.root.iterdir():
+                meta = child / META_FILE
+                if child.is_dir() and DIGEST_RE.match(child.name) and meta.is_file():
+                    try:
+                        probe = json.loads(meta.read_text())["key"]["probe"]
+                    except (ValueError, KeyError, TypeError):
+                        probe = "(unreadable)"
+                    per_probe[probe] = per_probe.get(probe, 0) + 1
+        return CacheInfo(self.root, dict(sorted(per_probe.items())), total)
 
     def clear(self) -> int:
         """Remove every entry directory and stray temp file under ``root``; return the number of entries removed.

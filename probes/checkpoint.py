@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from probes.architectures import UnsupportedArchitectureError, WeightViews, get_adapter
+from shiftcheck.probes.architectures import UnsupportedArchitectureError, WeightViews, get_adapter
 
 # ---------------------------------------------------------------------------------------------
 # Errors and options

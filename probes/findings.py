@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from probes import stats
-from probes.importance import ImportanceResult
+from shiftcheck.probes import stats
+from shiftcheck.probes.importance import ImportanceResult
 
 POOLED = "pooled"
 

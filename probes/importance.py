@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from probes.prompts import Prompt
+from shiftcheck.probes.prompts import Prompt
 
 CODE_VERSION = "importance-1"  # bump when any number this module produces changes
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probes.importance import ImportanceConfig, ImportanceResult, InstanceAttribution, is_levels, normalise
+from shiftcheck.probes.importance import ImportanceConfig, ImportanceResult, InstanceAttribution, is_levels, normalise
 
 
 class ReplayError(ValueError):

@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from probes import __version__
-from probes import importance as imp
-from probes.cache import CacheEntry, CacheKey, ResultCache
-from probes.checkpoint import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
-from probes.fingerprint import fingerprint_checkpoint
-from probes.prompts import Prompt
-from probes.world.build import ensure_world, parse_world_spec
+from shiftcheck.probes import __version__
+from shiftcheck.probes import importance as imp
+from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
+from shiftcheck.probes.checkpoint import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
+from shiftcheck.probes.fingerprint import fingerprint_checkpoint
+from shiftcheck.probes.prompts import Prompt
+from shiftcheck.probes.world.build import ensure_world, parse_world_spec
 
 Progress = Callable[[str, str, int, int], None]  # (label, stage, done, total)
 SHARD_SIZE = 16  # prompts per cache entry: the unit of work a crash can lose

@@ -7,8 +7,8 @@ import torch
 from builders import tiny_gpt2
 from torch.testing import assert_close
 
-from probes.architectures import fold_norm_gain
-from probes.checkpoint import load_checkpoint
+from shiftcheck.probes.architectures import fold_norm_gain
+from shiftcheck.probes.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from probes.importance import (
+from shiftcheck.probes.importance import (
     AttributionError,
     AttributionOOMError,
     NonFiniteAttributionError,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from probes.cache import (
+from shiftcheck.probes.cache import (
     ARRAYS_FILE,
     META_FILE,
     CacheEntry,
@@ -159,7 +159,7 @@ def test_entry_whose_meta_names_another_key_is_a_miss(tmp_path: Path, caplog: py
     key_b = CacheKey(**{**BASE_KEY, "fingerprint": "sha256:" + "b" * 64})
     cache.save(key_a, make_entry(0))
     (tmp_path / key_a.digest).rename(tmp_path / key_b.digest)
-    with caplog.at_level(logging.WARNING, logger="probes.cache"):
+    with caplog.at_level(logging.WARNING, logger="shiftcheck.probes.cache"):
         assert cache.load(key_b) is None
     assert "belongs to key" in caplog.text
 
@@ -206,7 +206,7 @@ def test_damaged_entry_is_recomputed_not_a_crash(tmp_path: Path, caplog: pytest.
     cache, key = ResultCache(tmp_path), CacheKey(**BASE_KEY)
     cache.save(key, make_entry(0))
     corrupt(tmp_path / key.digest)
-    with caplog.at_level(logging.WARNING, logger="probes.cache"):
+    with caplog.at_level(logging.WARNING, logger="shiftcheck.probes.cache"):
         entry, hit = cache.get_or_compute(key, lambda: make_entry(1))
     assert not hit
     assert reason in caplog.text

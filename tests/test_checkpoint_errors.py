@@ -10,9 +10,9 @@ import torch
 from builders import DEFAULT_WORDS, save_checkpoint, tiny_gpt2, tiny_llama, tiny_model, word_tokenizer
 from torch.testing import assert_close
 
-from probes import checkpoint as ckpt_module
-from probes.architectures import ADAPTERS, UnsupportedArchitectureError, WeightViews, get_adapter
-from probes.checkpoint import (
+from shiftcheck.probes import checkpoint as ckpt_module
+from shiftcheck.probes.architectures import ADAPTERS, UnsupportedArchitectureError, WeightViews, get_adapter
+from shiftcheck.probes.checkpoint import (
     CheckpointError,
     LoadOptions,
     PairMismatchError,
@@ -183,7 +183,7 @@ def test_cuda_index_beyond_device_count(monkeypatch):
 
 
 def test_free_memory_is_none_on_cpu():
-    from probes.gpu import cuda_available, free_memory_bytes
+    from shiftcheck.probes.gpu import cuda_available, free_memory_bytes
 
     assert free_memory_bytes("cpu") is None
     if cuda_available():
@@ -362,7 +362,7 @@ def test_checkpoint_module_has_no_print():
 def test_out_of_memory_on_the_device_is_a_checkpoint_error_with_the_size(tmp_path, monkeypatch):
     import torch
 
-    from probes.checkpoint import CheckpointError, load_checkpoint
+    from shiftcheck.probes.checkpoint import CheckpointError, load_checkpoint
 
     path = tiny_llama(tmp_path)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from probes.importance import (
+from shiftcheck.probes.importance import (
     cut,
     density,
     instance_score,

@@ -132,7 +132,7 @@ def test_xdist_run_merges_one_report_with_the_same_numbers(suite: pytest.Pyteste
 
 
 def test_cache_clear_also_empties_the_result_cache(pytester: pytest.Pytester, tmp_path):
-    from probes.cache import CacheEntry, CacheKey, ResultCache
+    from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
 
     cache_dir = tmp_path / "cache"
     pytester._monkeypatch.setenv("SHIFTCHECK_CACHE", str(cache_dir))

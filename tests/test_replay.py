@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probes.findings import POOLED, density_shift, groups_of
-from probes.importance import normalise
-from probes.replay import ReplayError, load_replay, resolve_prefix
+from shiftcheck.probes.findings import POOLED, density_shift, groups_of
+from shiftcheck.probes.importance import normalise
+from shiftcheck.probes.replay import ReplayError, load_replay, resolve_prefix
 
 PAPER_DATA = Path(os.environ.get("SHIFTCHECK_PAPER_DATA", Path(__file__).resolve().parents[2] / "shared" / "paper-data"))
 needs_paper_data = pytest.mark.skipif(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from builders import tiny_llama
-from probes import session
-from probes.cache import ResultCache
-from probes.checkpoint import LoadOptions
-from probes.importance import AttributionError, ImportanceConfig
-from probes.prompts import Prompt
+from shiftcheck.probes import session
+from shiftcheck.probes.cache import ResultCache
+from shiftcheck.probes.checkpoint import LoadOptions
+from shiftcheck.probes.importance import AttributionError, ImportanceConfig
+from shiftcheck.probes.prompts import Prompt
 
 PROMPTS = [Prompt(f"p{i}", "toy", text, ((0, 5),)) for i, text in enumerate(
     ["write a short poem", "list the red house", "explain the question", "describe a long river", "write the sea"])]

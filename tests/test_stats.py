@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from probes.stats import (
+from shiftcheck.probes.stats import (
     StatsInputError,
     bootstrap_mean_diff_ci,
     compare_density,

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from builders import word_tokenizer
-from probes.importance import (
+from shiftcheck.probes.importance import (
     AttributionError,
     adds_bos,
     build_sequence,
@@ -18,7 +18,7 @@ from probes.importance import (
     generate_responses,
     instruction_mask_from_offsets,
 )
-from probes.prompts import Prompt, PromptFormatError, prompt_from_record
+from shiftcheck.probes.prompts import Prompt, PromptFormatError, prompt_from_record
 
 TEXT = "Write a short poem about the sea.\nInput: the cat is happy and the dog is sad"
 SPAN = (0, 32)  # "Write a short poem about the sea" (no full stop, no template words)

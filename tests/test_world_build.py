@@ -14,10 +14,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import probes.world.build as world_build
-from probes.prompts import load_prompts
-from probes.world import corpus
-from probes.world.build import (
+import shiftcheck.probes.world.build as world_build
+from shiftcheck.probes.prompts import load_prompts
+from shiftcheck.probes.world import corpus
+from shiftcheck.probes.world.build import (
     MODEL_NAMES,
     WorldConfig,
     build_world,

@@ -2,10 +2,10 @@
 
 It is the default base/tuned pair (no download, no GPU) and the project's proof that the suite can
 fail: ``good`` passes the density test against ``base``; ``bad-copy``, ``bad-cpt`` and ``null``
-do not. Build with ``python -m probes.world build --seed 0 --out DIR``.
+do not. Build with ``shiftcheck world build --seed 0 --out DIR``.
 """
 
-from probes.world.build import (
+from shiftcheck.probes.world.build import (
     ALIASES,
     MODEL_NAMES,
     WorldConfig,

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LlamaConfig
 
-from probes.world import corpus
-from probes.world.tokenizer import BOS, EOS, PAD, UNK, build_tokenizer, check_round_trip, encode_words
-from probes.world.train import TrainConfig, deterministic_torch, greedy_responses, init_model, train
+from shiftcheck.probes.world import corpus
+from shiftcheck.probes.world.tokenizer import BOS, EOS, PAD, UNK, build_tokenizer, check_round_trip, encode_words
+from shiftcheck.probes.world.train import TrainConfig, deterministic_torch, greedy_responses, init_model, train
 
 SCHEMA_VERSION = 1
 WORLD_SOURCE = "world"
@@ -287,7 +287,7 @@ def load_manifest(root: Path) -> WorldManifest:
     path = Path(root) / "world.json"
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a built world (no world.json); build it with "
-                                "`python -m probes.world build --out DIR`")
+                                "`shiftcheck world build --out DIR`")
     data = json.loads(path.read_text())
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {data.get('schema_version')} != {SCHEMA_VERSION}; rebuild")

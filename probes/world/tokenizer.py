@@ -18,7 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from probes.world.corpus import SPECIAL_TOKENS
+from shiftcheck.probes.world.corpus import SPECIAL_TOKENS
 
 UNK, BOS, EOS, PAD = SPECIAL_TOKENS
 

@@ -7,7 +7,9 @@ held-out prompts, each model on its own greedy response (METHODS.md §1.1), the 
     p = scipy.stats.ttest_ind(score_B, score_T, equal_var=False, alternative="less").pvalue
     passes  <=>  p < alpha and mean(score_T) > mean(score_B)
 
-The expected table (the issue): good passes, bad-copy, bad-cpt and null fail, on every seed.
+The verdict goes through the suite's own path (:func:`shiftcheck.probes.findings.shift` and
+``Shift.holds``) at the suite's default alpha, so this table and ``pytest behaviour_tests`` agree.
+The expected table: good passes, bad-copy, bad-cpt and null fail, on every build.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 
-from probes.importance import ImportanceConfig, run_importance
-from probes.prompts import load_prompts
+from shiftcheck.probes.findings import POOLED, shift
+from shiftcheck.probes.importance import ImportanceConfig, run_importance
+from shiftcheck.probes.prompts import load_prompts
 
 EXPECTED = {"good": True, "bad-copy": False, "bad-cpt": False, "null": False}
 
@@ -34,6 +36,7 @@ class PairVerdict:
     base_mean: float
     base_std: float
     p_value: float
+    effect: float  # Hedges' g of tuned over base (NaN when undefined)
     passed: bool
     expected: bool
     accuracy: float  # exact match of the tuned side's greedy response vs the reference
@@ -57,21 +60,14 @@ class WorldVerdicts:
         return all(r.as_expected for r in self.rows)
 
 
-def welch_less(base: np.ndarray, tuned: np.ndarray) -> float:
-    """One-sided Welch p-value for mean(base) < mean(tuned); 1.0 when both samples are constant."""
-    if np.std(base) == 0 and np.std(tuned) == 0:
-        return 1.0 if tuned.mean() <= base.mean() else 0.0
-    return float(scipy.stats.ttest_ind(base, tuned, equal_var=False, alternative="less").pvalue)
-
-
-def world_verdicts(root: Path, alpha: float = 0.01, max_new_tokens: int = 32,
+def world_verdicts(root: Path, alpha: float = 0.05, max_new_tokens: int = 32,
                    progress: Callable[[str], None] | None = None) -> WorldVerdicts:
     """Score base, good, bad-copy and bad-cpt of the world in ``root`` and test each against base."""
     import time
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probes.world.build import load_manifest
+    from shiftcheck.probes.world.build import load_manifest
 
     log = progress or (lambda msg: None)
     start = time.perf_counter()
@@ -91,8 +87,10 @@ def world_verdicts(root: Path, alpha: float = 0.01, max_new_tokens: int = 32,
     rows = []
     for name in ("good", "bad-copy", "bad-cpt", "null"):
         t = scores[name]
-        p = welch_less(b, t)
+        s = shift(POOLED, b, t, "base", name)
         rows.append(PairVerdict(name, float(t.mean()), float(np.std(t)), float(b.mean()), float(np.std(b)),
-                                p, bool(p < alpha and t.mean() > b.mean()), EXPECTED[name], accuracy[name]))
+                                s.p_value if s.p_value is not None else float("nan"),
+                                s.hedges_g if s.hedges_g is not None else float("nan"),
+                                s.holds(alpha), EXPECTED[name], accuracy[name]))
     return WorldVerdicts(Path(root), manifest.config.seed, len(prompts), alpha, tuple(rows),
                          time.perf_counter() - start)
