@@ -7,8 +7,8 @@ import torch
 from builders import tiny_gpt2
 from torch.testing import assert_close
 
-from shiftcheck.probes.architectures import fold_norm_gain
-from shiftcheck.probes.checkpoint import load_checkpoint
+from shiftcheck.probes.models.architectures import fold_norm_gain
+from shiftcheck.probes.models.loading import load_checkpoint
 
 
 @pytest.fixture(scope="module")

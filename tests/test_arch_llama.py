@@ -12,8 +12,8 @@ from builders import tiny_llama, tiny_model
 from torch.testing import assert_close
 from transformers.models.llama.modeling_llama import repeat_kv
 
-from shiftcheck.probes.architectures import ADAPTERS, WeightViews, fold_norm_gain
-from shiftcheck.probes.checkpoint import LoadOptions, load_checkpoint
+from shiftcheck.probes.models.architectures import ADAPTERS, WeightViews, fold_norm_gain
+from shiftcheck.probes.models.loading import LoadOptions, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_qwen2_with_word_tokenizer_is_refused_not_silently_wrong(tmp_path):
     """WORLD_NOTES.md: AutoTokenizer rebuilds a word-level tokenizer saved beside a Qwen2 config."""
     from builders import save_checkpoint, word_tokenizer
 
-    from shiftcheck.probes.checkpoint import CheckpointError
+    from shiftcheck.probes.models.loading import CheckpointError
 
     tok = word_tokenizer()
     path = save_checkpoint(tiny_model("qwen2", vocab_size=len(tok)), tok, tmp_path / "qwen2")

@@ -10,9 +10,9 @@ import torch
 from builders import DEFAULT_WORDS, save_checkpoint, tiny_gpt2, tiny_llama, tiny_model, word_tokenizer
 from torch.testing import assert_close
 
-from shiftcheck.probes import checkpoint as ckpt_module
-from shiftcheck.probes.architectures import ADAPTERS, UnsupportedArchitectureError, WeightViews, get_adapter
-from shiftcheck.probes.checkpoint import (
+from shiftcheck.probes.models import loading as ckpt_module
+from shiftcheck.probes.models.architectures import ADAPTERS, UnsupportedArchitectureError, WeightViews, get_adapter
+from shiftcheck.probes.models.loading import (
     CheckpointError,
     LoadOptions,
     PairMismatchError,
@@ -180,14 +180,6 @@ def test_cuda_index_beyond_device_count(monkeypatch):
     with pytest.raises(CheckpointError, match=r"only 1 CUDA device\(s\)"):
         resolve_device("cuda:7")
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
-
-
-def test_free_memory_is_none_on_cpu():
-    from shiftcheck.probes.gpu import cuda_available, free_memory_bytes
-
-    assert free_memory_bytes("cpu") is None
-    if cuda_available():
-        assert free_memory_bytes("cuda:0") > 0
 
 
 @pytest.mark.parametrize("bad", ["float8", "fp64", "half-ish", ""])
@@ -362,7 +354,7 @@ def test_checkpoint_module_has_no_print():
 def test_out_of_memory_on_the_device_is_a_checkpoint_error_with_the_size(tmp_path, monkeypatch):
     import torch
 
-    from shiftcheck.probes.checkpoint import CheckpointError, load_checkpoint
+    from shiftcheck.probes.models.loading import CheckpointError, load_checkpoint
 
     path = tiny_llama(tmp_path)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftcheck.probes import fingerprint as fp
-from shiftcheck.probes.fingerprint import FingerprintError, fingerprint_checkpoint, fingerprint_hub, fingerprint_path
+from shiftcheck.probes.models import fingerprint as fp
+from shiftcheck.probes.models.fingerprint import FingerprintError, fingerprint_checkpoint, fingerprint_hub, fingerprint_path
 
 
 def make_checkpoint(root: Path, seed: int = 0) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from builders import tiny_llama
-from shiftcheck.probes import session
+from shiftcheck.probes import runner as session
 from shiftcheck.probes.cache import ResultCache
-from shiftcheck.probes.checkpoint import LoadOptions
+from shiftcheck.probes.models.loading import LoadOptions
 from shiftcheck.probes.importance import AttributionError, ImportanceConfig
 from shiftcheck.probes.prompts import Prompt
 

@@ -3,7 +3,6 @@ SentencePiece-style and byte-level BPE fast tokenizers, chat templates, and batc
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers

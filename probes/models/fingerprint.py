@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shiftcheck.probes.cache import sha256_of_file as hash_file  # the one sha256 helper
+
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 MEMO_FILENAME = "fingerprint_memo.json"
 MEMO_SCHEMA_VERSION = 1
 
@@ -55,15 +56,6 @@ class FileStamp:
 # ---------------------------------------------------------------------------------------------
 # per-file hashing and the memo
 # ---------------------------------------------------------------------------------------------
-
-
-def hash_file(path: Path, chunk_bytes: int = CHUNK_BYTES) -> str:
-    """Hex SHA-256 of the file's bytes, read in ``chunk_bytes`` chunks (constant memory)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def list_checkpoint_files(root: Path) -> list[Path]:
@@ -211,8 +203,16 @@ def fingerprint_hub(repo_id: str, revision: str | None) -> str:
 
 
 def looks_like_path(spec: str) -> bool:
-    """True if ``spec`` cannot be a Hub id (``name`` or ``org/name``): absolute, ``~``/``.``-prefixed or deeper."""
-    return spec.startswith(("/", "~", ".")) or "\\" in spec or spec.count("/") > 1
+    """True if ``spec`` names a local path rather than a Hub id (``name`` or ``org/name``).
+
+    Absolute, ``~``- or ``.``-prefixed, deeper than ``org/name``, with a backslash, or a relative
+    path whose parent directory exists locally (``models/x`` when ``models/`` is here). The one
+    heuristic used by loading and fingerprinting alike.
+    """
+    if spec.startswith(("/", "~", ".")) or "\\" in spec or spec.count("/") > 1:
+        return True
+    parent = Path(spec).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
 
 
 def fingerprint_checkpoint(spec: str, revision: str | None = None, memo_dir: Path | None = None) -> str:

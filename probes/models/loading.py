@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from shiftcheck.probes.architectures import UnsupportedArchitectureError, WeightViews, get_adapter
+from shiftcheck.probes.models.architectures import UnsupportedArchitectureError, WeightViews, get_adapter
+from shiftcheck.probes.models.fingerprint import looks_like_path
 
 # ---------------------------------------------------------------------------------------------
 # Errors and options
@@ -119,17 +120,6 @@ class LoadOptions:
 # Local pre-flight checks (no network, no unpickling)
 
 
-def _looks_like_path(spec: str) -> bool:
-    """True for ``./x``, ``../x``, ``/x``, ``~/x``, or a path whose parent directory exists locally.
-
-    Hub ids (``org/name``, ``gpt2``) return False unless a local folder ``org`` exists.
-    """
-    if spec in (".", "..") or spec.startswith(("./", "../", "/", "~", ".\\", "..\\")):
-        return True
-    parent = Path(spec).parent
-    return str(parent) not in ("", ".") and parent.is_dir()
-
-
 def _local_directory(spec: str) -> Path | None:
     """The local checkpoint directory for ``spec``, None for a hub id; raises when it is missing."""
     path = Path(spec).expanduser()
@@ -139,7 +129,7 @@ def _local_directory(spec: str) -> Path | None:
                 f"checkpoint path is not a directory: {path} (expected a folder with config.json and *.safetensors)"
             )
         return path.resolve()
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise CheckpointError(f"checkpoint not found: {path}")
     return None
 
@@ -295,7 +285,7 @@ def _check_same_vocab(tokenizer: Any, raw: Any, tokenizer_json: Path, origin: st
 @dataclass
 class Checkpoint:
     """A loaded checkpoint. ``path`` is the local directory (None for a hub id); ``architecture`` is
-    the HF class name (e.g. ``"LlamaForCausalLM"``); ``fingerprint`` is attached by the cache code."""
+    the HF class name (e.g. ``"LlamaForCausalLM"``)."""
 
     spec: str
     path: Path | None
@@ -304,7 +294,6 @@ class Checkpoint:
     views: WeightViews
     options: LoadOptions
     architecture: str
-    fingerprint: str | None = None
 
 
 def _causal_lm_class_name(config: Any) -> str | None:

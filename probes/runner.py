@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shiftcheck.probes import __version__
 from shiftcheck.probes import importance as imp
 from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
-from shiftcheck.probes.checkpoint import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
-from shiftcheck.probes.fingerprint import fingerprint_checkpoint
+from shiftcheck.probes.models.loading import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
+from shiftcheck.probes.models.fingerprint import fingerprint_checkpoint
 from shiftcheck.probes.prompts import Prompt
 from shiftcheck.probes.world.build import ensure_world, parse_world_spec
 
@@ -144,7 +144,3 @@ class PairRunner:
         if self.progress is None:
             return None
         return lambda stage, done, total: self.progress(label, stage, done, total)
-
-
-def describe_ref(ref: CheckpointRef) -> dict:
-    return asdict(ref)

@@ -1,0 +1,231 @@
+"""Probe 1: prompt -> response attribution and instruction "importance density".
+
+METHODS.md §1 (paper §3.1, eq. 1-3). Axis vocabulary used in shape comments:
+``prompt_len`` (N, attributed prompt tokens), ``resp_len`` (M, response tokens),
+``seq_len`` (BOS + N + M), ``d_model`` (D).
+
+Reading order: ``tokens`` (bookkeeping and greedy generation) -> ``attribution`` (raw importance I:
+loop reference, batched VJP, batched JVP) -> ``density`` (S = normalise(I), density a, instance
+score, position profile) -> this module: the result types, ``run_importance`` (the public entry
+point) and storage. ``config`` and ``errors`` import nothing heavy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from shiftcheck.probes.importance.config import (  # noqa: F401 (re-exported)
+    CODE_VERSION,
+    ImportanceConfig,
+    MODES,
+)
+from shiftcheck.probes.importance.errors import (  # noqa: F401 (re-exported)
+    AttributionError,
+    AttributionOOMError,
+    NonFiniteAttributionError,
+)
+from shiftcheck.probes.importance.tokens import (  # noqa: F401 (re-exported)
+    PromptEncoding,
+    adds_bos,
+    build_sequence,
+    encode_prompt,
+    generate_responses,
+    instruction_mask_from_offsets,
+    templated_prompt,
+)
+from shiftcheck.probes.importance.attribution import (  # noqa: F401 (re-exported)
+    _check_fp32,
+    _is_oom,
+    _positions,
+    _reverse_pass,
+    choose_mode,
+    default_chunk,
+    importance_jvp,
+    importance_loop,
+    importance_vjp,
+    input_embeddings,
+    raw_importance,
+    response_log_probs,
+    run_chunked,
+)
+from shiftcheck.probes.importance.density import (  # noqa: F401 (re-exported)
+    _SENTENCE_END,
+    cut,
+    density,
+    instance_score,
+    instruction_score,
+    is_levels,
+    normalise,
+    normalised_density,
+    position_profile,
+    sentence_ids,
+)
+from shiftcheck.probes.prompts import Prompt
+
+# ---------------------------------------------------------------------------------------------
+# Results and the public entry point
+
+
+@dataclass(frozen=True)
+class InstanceAttribution:
+    """One prompt's attribution: S0 are the b = 0 levels (prompt_len, resp_len), as in the release."""
+
+    id: str
+    source: str
+    prompt_tokens: tuple[str, ...]
+    response_tokens: tuple[str, ...]
+    instruction_mask: np.ndarray  # (prompt_len,) bool
+    S0: np.ndarray  # (prompt_len, resp_len) uint8 levels 0..L
+    response_ids: tuple[int, ...] = ()
+    response_text: str = ""
+
+    @property
+    def n_response_tokens(self) -> int:
+        return int(self.S0.shape[1])
+
+    def score(self, b: int = 7, p: float = 4.0) -> float:
+        return instance_score(self.S0, self.instruction_mask, b, p)
+
+    def a_hat(self, b: int = 7, p: float = 4.0) -> np.ndarray:
+        return normalised_density(density(cut(self.S0, b), p))
+
+
+@dataclass(frozen=True)
+class ImportanceResult:
+    """Attribution of one model over a prompt set; ``label`` names the model (or replay file)."""
+
+    label: str
+    instances: tuple[InstanceAttribution, ...]
+    config: ImportanceConfig = field(default_factory=ImportanceConfig)
+
+    @property
+    def ids(self) -> list[str]:
+        return [inst.id for inst in self.instances]
+
+    @property
+    def sources(self) -> list[str]:
+        return [inst.source for inst in self.instances]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([inst.score(self.config.b, self.config.p) for inst in self.instances])
+
+    def profile(self, instruction_only: bool = True) -> np.ndarray:
+        """Mean position profile over instances with any density (Appendix B.3). Shape (4,)."""
+        rows = []
+        for inst in self.instances:
+            a_hat = inst.a_hat(self.config.b, self.config.p)
+            prof = position_profile(a_hat, inst.prompt_tokens, inst.instruction_mask if instruction_only else None)
+            if prof.sum() > 0:
+                rows.append(prof)
+        return np.mean(rows, axis=0) if rows else np.zeros(4)
+
+    def with_config(self, config: ImportanceConfig) -> "ImportanceResult":
+        return replace(self, config=config)
+
+
+def attribute_instance(
+    model: torch.nn.Module,
+    tokenizer,
+    prompt: Prompt,
+    enc: PromptEncoding,
+    response_ids: Sequence[int],
+    config: ImportanceConfig,
+) -> InstanceAttribution:
+    """Raw I for one prompt and its response, quantised to b = 0 levels for storage."""
+    I = raw_importance(model, enc, response_ids, config.mode, config.chunk_size, prompt.id)
+    return InstanceAttribution(
+        id=prompt.id,
+        source=prompt.source,
+        prompt_tokens=enc.prompt_tokens,
+        response_tokens=tuple(tokenizer.convert_ids_to_tokens(list(response_ids))),
+        instruction_mask=enc.instruction_mask,
+        S0=normalise(I, config.L, 0),
+        response_ids=tuple(int(i) for i in response_ids),
+        response_text=tokenizer.decode(list(response_ids), skip_special_tokens=True),
+    )
+
+
+def run_importance(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    config: ImportanceConfig = ImportanceConfig(),
+    label: str = "model",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ImportanceResult:
+    """Probe 1 end to end: greedy own responses, then gradient x input attribution per prompt.
+
+    ``progress(stage, done, total)`` is called after each generation batch and each instance.
+    """
+    _check_fp32(model)
+    encodings = [encode_prompt(tokenizer, pr, config.chat_template) for pr in prompts]
+    done = {"n": 0}
+
+    def gen_progress(k: int) -> None:
+        done["n"] += k
+        if progress is not None:
+            progress("generate", done["n"], len(prompts))
+
+    responses = generate_responses(
+        model, tokenizer, encodings, config.max_new_tokens, config.generation_batch_size, gen_progress
+    )
+    instances = []
+    grad_ctx = torch.enable_grad() if not torch.is_grad_enabled() else nullcontext()
+    with grad_ctx:
+        for k, (pr, enc, resp) in enumerate(zip(prompts, encodings, responses)):
+            instances.append(attribute_instance(model, tokenizer, pr, enc, resp, config))
+            if progress is not None:
+                progress("attribute", k + 1, len(prompts))
+    return ImportanceResult(label=label, instances=tuple(instances), config=config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage: a result <-> (JSON meta, numeric arrays) for the result cache; no pickle
+
+
+def to_storage(result: ImportanceResult) -> tuple[dict, dict[str, np.ndarray]]:
+    """Split a result into JSON-able meta and numeric arrays keyed ``<id>/S0`` and ``<id>/mask``."""
+    meta = {
+        "label": result.label,
+        "instances": [
+            {
+                "id": inst.id,
+                "source": inst.source,
+                "prompt_tokens": list(inst.prompt_tokens),
+                "response_tokens": list(inst.response_tokens),
+                "response_ids": list(inst.response_ids),
+                "response_text": inst.response_text,
+            }
+            for inst in result.instances
+        ],
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for inst in result.instances:
+        arrays[f"{inst.id}/S0"] = np.asarray(inst.S0, dtype=np.uint8)
+        arrays[f"{inst.id}/mask"] = np.asarray(inst.instruction_mask, dtype=np.uint8)
+    return meta, arrays
+
+
+def from_storage(meta: dict, arrays: dict[str, np.ndarray], config: ImportanceConfig) -> ImportanceResult:
+    """Exact inverse of :func:`to_storage`."""
+    instances = []
+    for rec in meta["instances"]:
+        instances.append(
+            InstanceAttribution(
+                id=rec["id"],
+                source=rec["source"],
+                prompt_tokens=tuple(rec["prompt_tokens"]),
+                response_tokens=tuple(rec["response_tokens"]),
+                instruction_mask=np.asarray(arrays[f"{rec['id']}/mask"], dtype=bool),
+                S0=np.asarray(arrays[f"{rec['id']}/S0"], dtype=np.uint8),
+                response_ids=tuple(rec.get("response_ids", ())),
+                response_text=rec.get("response_text", ""),
+            )
+        )
+    return ImportanceResult(label=meta["label"], instances=tuple(instances), config=config)
