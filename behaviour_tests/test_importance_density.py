@@ -19,17 +19,13 @@ def test_tuned_density_on_instructions_exceeds_base(importance_pair, density_gro
     """Paper Table 2: the tuned model's instruction importance density is higher than the base's
     (Welch one-sided t-test, all instances, no length filter)."""
     shift = density_shift(importance_pair.base, importance_pair.tuned, density_group)
-    if min(shift.a_n, shift.b_n) < 2:
-        pytest.fail(f"group '{density_group}' has {shift.a_n} base and {shift.b_n} tuned instances; "
-                    "a comparison needs at least 2 of each (check the prompts' 'source' field)", pytrace=False)
-    shiftcheck_expect(
+    shiftcheck_expect(shift.verdict(
         "importance_density",
-        shift,
         shiftcheck_alpha,
         claim="the tuned model puts more importance density on instruction words than the base",
         hint="check that --tuned really is the instruction-tuned checkpoint and --base its base; "
         "with few prompts, add prompts (--prompts) before changing --alpha",
-    )
+    ))
 
 
 def test_followed_responses_carry_more_instruction_density(tuned_ratings, importance_pair, density_group,
@@ -40,10 +36,9 @@ def test_followed_responses_carry_more_instruction_density(tuned_ratings, import
     if shift.a_n < 2 or shift.b_n < 2:
         pytest.skip(f"group '{density_group}' has {shift.b_n} followed and {shift.a_n} unfollowed rated responses; "
                     "need at least 2 of each")
-    shiftcheck_expect(
+    shiftcheck_expect(shift.verdict(
         "followed_vs_unfollowed",
-        shift,
         shiftcheck_alpha,
         claim="followed responses carry more instruction density than unfollowed ones",
         hint="check that --ratings rates the same responses the tuned model produced (--ratings-model)",
-    )
+    ))

@@ -1,21 +1,66 @@
-"""Finding 1 as numbers: per-group comparisons of instance scores (METHODS §1.8).
+"""The verdicts of all three findings, and finding 1's comparisons (METHODS §1.8).
 
-Groups are the prompts' ``source`` values plus ``pooled``. Each comparison is a flat, JSON-able
-:class:`Shift` so reports and failure messages read the same numbers.
+:class:`Verdict` is the one type every finding reports through: the claim, the test and its
+alternative (one-sided Welch for finding 1, two-sided Welch for finding 2, an equivalence check
+for finding 3), the outcome, what was obtained and expected, and the numbers. The pytest helper
+``shiftcheck_expect`` records it and passes or fails; the report renders it.
+
+Finding 1: groups are the prompts' ``source`` values plus ``pooled``; each comparison is a flat,
+JSON-able :class:`Shift`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from shiftcheck.probes import stats
-from shiftcheck.probes.importance import ImportanceResult
+
+if TYPE_CHECKING:
+    from shiftcheck.probes.importance import ImportanceResult
 
 POOLED = "pooled"
+OUTCOMES = ("pass", "fail", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A finding's outcome in one group, as the report and the failure message show it.
+
+    ``test`` names the statistical test, ``alternative`` its direction (``"greater"``: the
+    compared side exceeds the reference; ``"two-sided"``; ``"equivalence"``: no difference beyond
+    a tolerance). ``outcome`` is ``pass``, ``fail`` or ``inconclusive`` (too little support to
+    judge). ``obtained`` and ``expected`` are the human-readable lines; ``numbers`` the flat,
+    JSON-able values (``p_value`` and ``effect`` when the test has them).
+    """
+
+    finding: str
+    group: str
+    claim: str
+    test: str
+    alternative: str
+    alpha: float
+    outcome: str
+    obtained: str
+    expected: str
+    reason: str = ""  # why it did not pass; empty on pass
+    hint: str = ""  # what to try when it did not pass
+    numbers: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "pass"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -55,6 +100,46 @@ class Shift:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def obtained(self) -> str:
+        return (
+            f"{self.b_label} {_f(self.b_mean)} ± {_f(self.b_std)} (n={self.b_n}) vs "
+            f"{self.a_label} {_f(self.a_mean)} ± {_f(self.a_std)} (n={self.a_n}); "
+            f"difference {_f(self.mean_diff)} (95% bootstrap CI [{_f(self.ci_low)}, {_f(self.ci_high)}]), "
+            f"Hedges' g = {_f(self.hedges_g, 3)}, Welch one-sided p = {_f(self.p_value)}"
+            + (f", paired p = {_f(self.paired_p)} on {self.paired_n} shared prompts" if self.paired_n else "")
+        )
+
+    def why_not(self, alpha: float) -> str:
+        """The reason ``holds(alpha)`` is False, in words (empty when it holds)."""
+        if self.holds(alpha):
+            return ""
+        if min(self.a_n, self.b_n) < 2:
+            return f"too few values to test ({self.a_label} n={self.a_n}, {self.b_label} n={self.b_n})"
+        if self.p_value is None:
+            return ("p = n/a: the t-test is undefined because both samples are constant "
+                    f"({self.a_label} and {self.b_label} each have zero variance)")
+        if self.mean_diff is not None and self.mean_diff <= 0:
+            return f"{self.b_label} is not higher than {self.a_label} (difference {_f(self.mean_diff)})"
+        return f"the difference is not significant (p = {_f(self.p_value)} >= alpha = {alpha})"
+
+    def verdict(self, finding: str, alpha: float, claim: str, hint: str) -> Verdict:
+        """This comparison judged as the paper does: one-sided Welch, ``b`` greater than ``a``."""
+        holds = self.holds(alpha)
+        return Verdict(
+            finding=finding, group=self.group, claim=claim,
+            test="Welch t-test, one-sided, unpaired (METHODS §1.8)", alternative="greater", alpha=alpha,
+            outcome="pass" if holds else "fail", obtained=self.obtained(),
+            expected=f"{self.b_label} higher than {self.a_label}: difference > 0 and p < alpha = {alpha}",
+            reason=self.why_not(alpha), hint="" if holds else hint,
+            numbers=dict(self.to_dict(), effect=self.hedges_g, effect_name="Hedges' g"),
+        )
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.3g}" if x != 0 and abs(x) < 1e-3 else f"{x:.{digits}f}"
 
 
 def _num(x) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,13 +58,45 @@ def prompt_from_record(record: dict, where: str) -> Prompt:
     check_spans(text, spans, f"{where} (id={record['id']})")
     return Prompt(
         id=str(record["id"]),
-        source=str(record.get("source") or "unknown"),
+        source=str(record.get("source") or source_from_id(str(record.get("id", "")))),
         prompt=text,
         instruction_char_spans=spans,
         reference=record.get("reference"),
         subset=str(record.get("subset") or ""),
         instruction_spans=tuple(record.get("instruction_spans") or ()),
     )
+
+
+_ID_PREFIXES = (("user_oriented_task_", "self-instruct"), ("lima_author_", "lima"), ("lima_", "lima"),
+                ("mtbench_", "mt-bench"))
+
+
+def source_from_id(prompt_id: str) -> str:
+    """The dataset of a prompt without a ``source`` field, from its id prefix (METHODS §1.8):
+    ``user_oriented_task_*`` -> self-instruct, ``lima_author_*`` -> lima, ``mtbench_*`` -> mt-bench;
+    any other id loses its trailing ``_<number>`` (``world_0003`` -> ``world``)."""
+    for prefix, source in _ID_PREFIXES:
+        if prompt_id.startswith(prefix):
+            return source
+    return re.sub(r"[_-]?\d+$", "", prompt_id) or prompt_id
+
+
+def sample_per_source(prompts: list[Prompt], n: int) -> list[Prompt]:
+    """At most ``n`` prompts, taken round-robin over the sources (in first-seen order), each source in
+    file order, so no source empties while another keeps all of its prompts. The result keeps the
+    file order. Deterministic: the same file and ``n`` give the same sample."""
+    if n >= len(prompts):
+        return list(prompts)
+    by_source: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_source.setdefault(p.source, []).append(i)
+    queues = [list(reversed(ix)) for ix in by_source.values()]
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for q in queues:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return [prompts[i] for i in sorted(chosen)]
 
 
 def load_prompts(path: str | Path, sources: tuple[str, ...] | None = None) -> list[Prompt]:

@@ -17,7 +17,6 @@ Non-finite input values are an error, since silently dropping them would change 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,201 +214,23 @@ def bootstrap_mean_diff_ci(
 
 
 # ---------------------------------------------------------------------------------------------
-# comparisons
-# ---------------------------------------------------------------------------------------------
+# power
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Two groups compared under the alternative ``mean(a) < mean(b)``.
-
-    ``mean_diff = mean(b) - mean(a)``; ``welch`` is Welch one-sided (``less``, a vs b); ``paired`` the
-    one-sided paired test on ``n_paired`` aligned items, or ``None``; ``hedges_g = g(b, a)`` (positive when
-    ``b`` is higher); ``ci`` the bootstrap CI of ``mean_diff``.
+def min_detectable_g(n_a: int, n_b: int, alpha: float, power: float = 0.8) -> float | None:
+    """Smallest standardised effect ``d`` that a one-sided two-sample t-test at ``alpha`` detects with
+    probability ``power`` (noncentral t, df = n_a + n_b - 2, noncentrality ``d·sqrt(n_a n_b/(n_a+n_b))``;
+    Cohen 1988, ch. 2). ``None`` when either side has fewer than 2 values.
     """
+    if n_a < 2 or n_b < 2:
+        return None
+    from scipy.optimize import brentq
 
-    name_a: str
-    name_b: str
-    a: Summary
-    b: Summary
-    mean_diff: float
-    welch: TestResult
-    paired: TestResult | None
-    n_paired: int
-    hedges_g: float
-    ci: tuple[float, float]
-    confidence: float
-    n_resamples: int
-    seed: int
-    note: str = ""
+    df = n_a + n_b - 2
+    scale = math.sqrt(n_a * n_b / (n_a + n_b))
+    t_crit = float(sps.t.ppf(1.0 - alpha, df))
 
-    def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-able dict; NaN becomes ``None``."""
-        raw: dict[str, Any] = {
-            "name_a": self.name_a,
-            "name_b": self.name_b,
-            "n_a": self.a.n,
-            "mean_a": self.a.mean,
-            "std_a": self.a.std,
-            "n_b": self.b.n,
-            "mean_b": self.b.mean,
-            "std_b": self.b.std,
-            "mean_diff": self.mean_diff,
-            "alternative": "less",
-            "welch_t": self.welch.statistic,
-            "welch_df": self.welch.df,
-            "welch_p": self.welch.pvalue,
-            "n_paired": self.n_paired,
-            "paired_t": self.paired.statistic if self.paired else None,
-            "paired_df": self.paired.df if self.paired else None,
-            "paired_p": self.paired.pvalue if self.paired else None,
-            "hedges_g": self.hedges_g,
-            "ci_low": self.ci[0],
-            "ci_high": self.ci[1],
-            "confidence": self.confidence,
-            "n_resamples": self.n_resamples,
-            "seed": self.seed,
-            "note": self.note,
-        }
-        return {key: none_if_nan(value) for key, value in raw.items()}
+    def shortfall(d: float) -> float:
+        return float(sps.nct.sf(t_crit, df, d * scale)) - power
 
-
-def align_by_ids(
-    base: np.ndarray, tuned: np.ndarray, base_ids: Sequence[str], tuned_ids: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(base[i], tuned[j])`` for ids shared by both, in ``base_ids`` order; ids must be unique and match lengths."""
-    for ids, values, name in ((base_ids, base, "base"), (tuned_ids, tuned, "tuned")):
-        if len(ids) != values.size:
-            raise StatsInputError(f"{name}_ids has {len(ids)} ids for {values.size} {name} scores")
-        if len(set(ids)) != len(ids):
-            raise StatsInputError(f"{name}_ids contains duplicate ids; pairing needs one score per id")
-    tuned_index = {item: j for j, item in enumerate(tuned_ids)}
-    pairs = [(i, tuned_index[item]) for i, item in enumerate(base_ids) if item in tuned_index]
-    i_idx = np.array([i for i, _ in pairs], dtype=np.intp)
-    j_idx = np.array([j for _, j in pairs], dtype=np.intp)
-    return base[i_idx], tuned[j_idx]
-
-
-def compare_groups(
-    a: np.ndarray,
-    b: np.ndarray,
-    names: tuple[str, str],
-    pair: tuple[np.ndarray, np.ndarray] | None,
-    n_resamples: int,
-    confidence: float,
-    seed: int,
-    note: str = "",
-) -> Comparison:
-    """Assemble a :class:`Comparison` of ``a`` vs ``b`` (alternative ``mean(a) < mean(b)``)."""
-    sum_a, sum_b = describe(a), describe(b)
-    welch_res = welch(a, b, "less")
-    paired_res = paired(pair[0], pair[1], "less") if pair is not None else None
-    g = hedges_g(b, a)
-    notes = [note, welch_res.note, paired_res.note if paired_res else ""]
-    if math.isnan(g) and a.size and b.size:
-        notes.append("Hedges' g undefined (pooled SD is 0 or too few values)")
-    return Comparison(
-        name_a=names[0],
-        name_b=names[1],
-        a=sum_a,
-        b=sum_b,
-        mean_diff=sum_b.mean - sum_a.mean,
-        welch=welch_res,
-        paired=paired_res,
-        n_paired=0 if pair is None else int(pair[0].size),
-        hedges_g=g,
-        ci=bootstrap_mean_diff_ci(a, b, n_resamples=n_resamples, confidence=confidence, seed=seed),
-        confidence=confidence,
-        n_resamples=n_resamples,
-        seed=seed,
-        note=join_notes(*notes),
-    )
-
-
-def compare_density(
-    base_scores: Any,
-    tuned_scores: Any,
-    *,
-    base_ids: Sequence[str] | None = None,
-    tuned_ids: Sequence[str] | None = None,
-    paired_by_position: bool = False,
-    n_resamples: int = 10000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Comparison:
-    """Base vs tuned scores (METHODS §1.8 "Table 2"): ``a = base``, ``b = tuned``.
-
-    The headline test is Welch one-sided unpaired (:func:`welch_less`), as the paper. The paired test
-    (:func:`paired_less`) is added when pairing is known: on shared ids when ``base_ids`` and ``tuned_ids``
-    are both given, or by position when ``paired_by_position`` (equal lengths required). Without
-    either, no pairing is assumed.
-    """
-    base, tuned = as_sample(base_scores, "base_scores"), as_sample(tuned_scores, "tuned_scores")
-    if (base_ids is None) != (tuned_ids is None):
-        raise StatsInputError("give both base_ids and tuned_ids, or neither")
-    if base_ids is not None and paired_by_position:
-        raise StatsInputError("pair either by ids or by position, not both")
-    pair: tuple[np.ndarray, np.ndarray] | None = None
-    if base_ids is not None and tuned_ids is not None:
-        pair = align_by_ids(base, tuned, base_ids, tuned_ids)
-    elif paired_by_position:
-        if base.size != tuned.size:
-            raise StatsInputError(f"paired_by_position needs equal lengths, got {base.size} base and {tuned.size} tuned")
-        pair = (base, tuned)
-    return compare_groups(base, tuned, ("base", "tuned"), pair, n_resamples, confidence, seed)
-
-
-def followed_vs_unfollowed(
-    scores: Mapping[str, float],
-    ratings: Mapping[str, int],
-    n_response_tokens: Mapping[str, int],
-    min_tokens: int = 5,
-    *,
-    n_resamples: int = 10000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Comparison:
-    """Tuned-model scores of unfollowed vs followed responses (METHODS §1.8 "Table 1").
-
-    Keep ids with ``rating > 0`` (rated) and ``n_response_tokens >= min_tokens``; ``followed`` = rating >= 2,
-    ``unfollowed`` = rating 1. ``a = unfollowed``, ``b = followed``: Welch
-    ``ttest_ind(unfollowed, followed, equal_var=False, alternative="less")``. Ids of ``scores`` without a
-    rating count as unrated; ids without a token count are an error.
-    """
-    missing_tokens = [item for item in scores if item not in n_response_tokens]
-    if missing_tokens:
-        raise StatsInputError(f"{len(missing_tokens)} id(s) have no response token count, e.g. {missing_tokens[:3]}")
-    unrated = [item for item in scores if int(ratings.get(item, 0)) <= 0]
-    short = [item for item in scores if int(ratings.get(item, 0)) > 0 and int(n_response_tokens[item]) < min_tokens]
-    kept = [item for item in scores if int(ratings.get(item, 0)) > 0 and int(n_response_tokens[item]) >= min_tokens]
-    followed = np.array([scores[item] for item in kept if int(ratings[item]) >= 2], dtype=np.float64)
-    unfollowed = np.array([scores[item] for item in kept if int(ratings[item]) == 1], dtype=np.float64)
-    note = f"dropped {len(unrated)} unrated and {len(short)} response(s) under {min_tokens} tokens"
-    return compare_groups(
-        as_sample(unfollowed, "unfollowed"),
-        as_sample(followed, "followed"),
-        ("unfollowed", "followed"),
-        None,
-        n_resamples,
-        confidence,
-        seed,
-        note=note,
-    )
-
-
-def group_by(ids: Sequence[str], sources: Sequence[str]) -> dict[str, list[int]]:
-    """Indices into ``ids`` per source (in first-seen order), plus ``"pooled"`` holding all indices.
-
-    ``sources[i]`` is the dataset of ``ids[i]`` (e.g. the prompt's ``source``); ids must be unique.
-    """
-    if len(ids) != len(sources):
-        raise StatsInputError(f"group_by needs one source per id, got {len(ids)} ids and {len(sources)} sources")
-    if len(set(ids)) != len(ids):
-        raise StatsInputError("group_by: ids must be unique")
-    if "pooled" in sources:
-        raise StatsInputError("group_by: 'pooled' is reserved for all items and cannot be a source name")
-    groups: dict[str, list[int]] = {}
-    for i, source in enumerate(sources):
-        groups.setdefault(str(source), []).append(i)
-    groups["pooled"] = list(range(len(ids)))
-    return groups
+    return float(brentq(shortfall, 0.0, 50.0))

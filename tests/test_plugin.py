@@ -53,42 +53,114 @@ def test_bad_options_are_usage_errors_that_state_the_format(pytester: pytest.Pyt
 
 
 def test_pyproject_settings_are_read_and_the_command_line_wins(pytester: pytest.Pytester):
-    pytester.makepyprojecttoml('[tool.shiftcheck]\nalpha = 0.01\ndevice = "cpu"\nreport-dir = "out"\n')
+    pytester.makepyprojecttoml('[tool.shiftcheck]\nalpha = 0.01\ndevice = "cpu"\nreport-dir = "out"\n'
+                               'chat-template = true\n')
     pytester.makepyfile(
-        """
+        f"""
         def test_settings(shiftcheck_settings):
             assert shiftcheck_settings.device == "cpu"
-            assert shiftcheck_settings.report_dir == "out"
+            assert shiftcheck_settings.report_dir == {str(pytester.path / "out")!r}  # pyproject: rootdir-relative
             assert shiftcheck_settings.alpha == 0.2
+            assert shiftcheck_settings.chat_template is False  # --no-chat-template undid the pyproject true
         """
     )
-    pytester.runpytest("--alpha", "0.2").assert_outcomes(passed=1)
+    pytester.runpytest("--alpha", "0.2", "--no-chat-template").assert_outcomes(passed=1)
     pytester.makepyprojecttoml('[tool.shiftcheck]\nalfa = 0.01\n')
     result = pytester.runpytest()
     assert "unknown key(s) ['alfa']" in result.stderr.str()
 
 
-def test_gpu_marker_skips_with_a_reason_without_cuda(pytester: pytest.Pytester):
-    import torch
+@pytest.mark.parametrize(
+    "toml,message",
+    [
+        ('trust-remote-code = "false"', "[tool.shiftcheck] trust-remote-code must be true or false (a TOML boolean)"),
+        ("max-new-tokens = 1.9", "[tool.shiftcheck] max-new-tokens must be a TOML integer, got 1.9"),
+        ("max-prompts = true", "[tool.shiftcheck] max-prompts must be a TOML integer"),
+        ('alpha = "0.05"', "[tool.shiftcheck] alpha must be a number with 0 < alpha < 1"),
+    ],
+)
+def test_pyproject_values_must_have_their_real_toml_type(pytester: pytest.Pytester, toml, message):
+    pytester.makepyprojecttoml(f"[tool.shiftcheck]\n{toml}\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU; the skip path cannot be observed")
-    pytester.makepyfile("import pytest\n@pytest.mark.gpu\ndef test_x():\n    pass\n")
-    result = pytester.runpytest("-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*no CUDA device is available*"])
+
+def test_relative_paths_resolve_against_rootdir_from_pyproject_and_cwd_from_the_command_line(pytester):
+    pytester.makepyprojecttoml('[tool.shiftcheck]\nprompts = "data/p.jsonl"\n')
+    sub = pytester.mkdir("sub")
+    pytester.makepyfile(
+        f"""
+        def test_paths(shiftcheck_settings):
+            assert shiftcheck_settings.prompts == {str(pytester.path / "data" / "p.jsonl")!r}
+            assert shiftcheck_settings.ratings == {str(sub / "r.tsv")!r}
+        """
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(sub)
+        result = pytester.runpytest(str(pytester.path), "--rootdir", str(pytester.path), "--ratings", "r.tsv")
+    result.assert_outcomes(passed=1)
+
+
+def test_shiftcheck_gpu_marker_skips_only_shiftcheck_tests(pytester: pytest.Pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible, whatever the machine has
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.gpu
+        def test_users_own_gpu_test():
+            pass
+
+        @pytest.mark.shiftcheck_gpu
+        def test_shiftcheck_gpu_test(shiftcheck_settings):
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*shiftcheck_gpu_test*SKIP*", "*why: marked shiftcheck_gpu: no CUDA device is available*"])
+
+
+def test_an_unrelated_run_is_untouched_by_the_plugin(pytester: pytest.Pytester):
+    """The user's own gpu-marked test runs, -n auto keeps xdist's default, and no report is written."""
+    pytester.makepyfile("import pytest\n@pytest.mark.gpu\ndef test_a():\n    assert 1\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not (pytester.path / "shiftcheck-report").exists()
+    assert "shiftcheck summary" not in result.stdout.str()
+
+    def workers(*args: str) -> str:
+        out = pytester.runpytest("-n", "auto", "-p", "no:cacheprovider", *args).stdout.str()
+        return next(line for line in out.splitlines() if "workers" in line and "created" in line)
+
+    assert workers() == workers("-p", "no:shiftcheck")  # xdist's own default, not shiftcheck's GPU count
+
+
+def test_importing_the_plugin_imports_no_torch_or_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, time; t = time.perf_counter(); import shiftcheck.fixtures.plugin; "
+            "print(time.perf_counter() - t); print(' '.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[1] == "", f"importing the plugin pulled in: {out[1]}"
+    assert float(out[0]) < 1.0, f"plugin import took {out[0]} s"
 
 
 @needs_paper_data
 def test_replay_of_llama_vs_vicuna_passes_every_group_and_writes_the_report(suite: pytest.Pytester):
     result = suite.runpytest("--replay-base", str(LLAMA), "--replay-tuned", str(VICUNA), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, skipped=4)  # the followed test skips: no --ratings
-    result.stdout.fnmatch_lines(["*shiftcheck summary*", "*importance_density ?pooled?*-> PASS*", "*report: *report.md*"])
+    result.stdout.fnmatch_lines(["*shiftcheck summary*", "*importance_density ?pooled?: PASS*", "*report: *report.md*"])
     report = suite.path / "shiftcheck-report"
     results = json.loads((report / "results.json").read_text())
-    groups = sorted(r["group"] for r in results["findings"])
-    assert groups == sorted(GROUPS)
-    pooled = next(r for r in results["findings"] if r["group"] == "pooled")
+    density = [r for r in results["findings"] if r["finding"] == "importance_density"]
+    assert sorted(r["group"] for r in density) == sorted(GROUPS)
+    skipped = [r for r in results["findings"] if r["outcome"] == "skipped"]
+    assert len(skipped) == 4 and all("--ratings" in r["reason"] for r in skipped)  # every outcome is reported
+    pooled = next(r for r in density if r["group"] == "pooled")
     assert pooled["numbers"]["a_n"] == 632 and pooled["numbers"]["p_value"] < 1e-10
     assert results["context"]["checkpoints"]["base"]["fingerprint"].startswith("sha256:")
     assert results["package_versions"]["torch"]
@@ -105,8 +177,12 @@ def test_swapped_replay_fails_with_the_numbers_and_a_hint(suite: pytest.Pytester
     result.assert_outcomes(failed=4, skipped=4)
     out = result.stdout.str()
     assert "the tuned model puts more importance density on instruction words than the base" in out
-    assert "Welch one-sided p =" in out and "Hedges' g" in out and "expected: difference > 0" in out
+    assert "Welch one-sided p =" in out and "Hedges' g" in out and "expected: tuned higher than base" in out
+    assert "why: tuned is not higher than base" in out
     assert "try: check that --tuned really is the instruction-tuned checkpoint" in out
+    md = (suite.path / "shiftcheck-report" / "report.md").read_text()
+    assert "| importance_density | pooled | **FAIL** |" in md
+    assert "is NOT shown" in md and "Try: check that --tuned" in md  # a failed finding reads as failed
 
 
 @needs_paper_data
@@ -127,11 +203,11 @@ def test_xdist_run_merges_one_report_with_the_same_numbers(suite: pytest.Pyteste
     result.assert_outcomes(passed=4, skipped=4)
     single = json.loads((suite.path / "single" / "results.json").read_text())
     parallel = json.loads((suite.path / "parallel" / "results.json").read_text())
-    assert [r["numbers"] for r in single["findings"]] == [r["numbers"] for r in parallel["findings"]]
-    assert len(parallel["findings"]) == 4
+    assert [r.get("numbers") for r in single["findings"]] == [r.get("numbers") for r in parallel["findings"]]
+    assert len(parallel["findings"]) == 8  # four verdicts and four skips
 
 
-def test_cache_clear_also_empties_the_result_cache(pytester: pytest.Pytester, tmp_path):
+def test_pytest_cache_clear_leaves_the_result_cache_and_our_own_switch_empties_it(pytester: pytest.Pytester, tmp_path):
     from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
 
     cache_dir = tmp_path / "cache"
@@ -143,4 +219,24 @@ def test_cache_clear_also_empties_the_result_cache(pytester: pytest.Pytester, tm
     pytester.runpytest().assert_outcomes(passed=1)
     assert cache.load(key) is not None
     pytester.runpytest("--cache-clear").assert_outcomes(passed=1)
+    assert cache.load(key) is not None  # hours of attributions survive pytest's own switch
+    pytester.runpytest("--shiftcheck-clear-cache").assert_outcomes(passed=1)
     assert cache.load(key) is None
+
+
+def test_a_bad_option_replaces_the_previous_report(pytester: pytest.Pytester):
+    report = pytester.path / "shiftcheck-report"
+    report.mkdir()
+    (report / "report.md").write_text("| importance_density | pooled | PASS |")
+    (report / "results.json").write_text("{}")
+    result = pytester.runpytest("--alpha", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    md = (report / "report.md").read_text()
+    assert "PASS" not in md and "stopped before any test ran" in md and "--alpha" in md
+
+
+def test_the_plugins_attribution_modes_are_the_probes():
+    from shiftcheck.fixtures.options import ATTRIBUTION_MODES
+    from shiftcheck.probes.importance import MODES
+
+    assert ATTRIBUTION_MODES == MODES

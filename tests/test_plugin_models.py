@@ -57,7 +57,7 @@ def test_rerun_hits_the_cache_and_a_new_checkpoint_misses(suite, checkpoints):
     _, r2 = run(suite, checkpoints["a"], checkpoints["b"])
     assert {role: r2["context"]["checkpoints"][role]["cache_hit"] for role in ("base", "tuned")} == {
         "base": True, "tuned": True}
-    assert [f["numbers"] for f in r1["findings"]] == [f["numbers"] for f in r2["findings"]]
+    assert [f.get("numbers") for f in r1["findings"]] == [f.get("numbers") for f in r2["findings"]]
 
     _, r3 = run(suite, checkpoints["a"], checkpoints["c"])
     assert r3["context"]["checkpoints"]["tuned"]["cache_hit"] is False
@@ -68,12 +68,23 @@ def test_rerun_hits_the_cache_and_a_new_checkpoint_misses(suite, checkpoints):
     assert scores_b != scores_c  # c's results were computed from c, not served from b's entry
 
 
-def test_xdist_workers_share_one_computation_and_agree_with_a_single_process(suite, checkpoints):
-    _, single = run(suite, checkpoints["a"], checkpoints["b"], "--report-dir", "shiftcheck-report")
+def test_two_workers_split_a_cold_run_and_agree_with_a_single_process(suite, checkpoints, tmp_path):
+    with (suite.path / "prompts.jsonl").open("a") as fh:  # 40 prompts: 3 units of 16 per model
+        for i in range(36):
+            fh.write(json.dumps({"id": f"q{i}", "source": "toy", "prompt": f"write the word {i} twice",
+                                 "instruction_char_spans": [[0, 9]]}) + "\n")
+    _, single = run(suite, checkpoints["a"], checkpoints["b"])
+    suite._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path / "cold"))  # nothing from the first run
     shutil.rmtree(suite.path / "shiftcheck-report")
     result, parallel = run(suite, checkpoints["a"], checkpoints["b"], "-n", "2")
-    assert parallel["context"]["checkpoints"]["base"]["cache_hit"] is True
-    assert [f["numbers"] for f in single["findings"]] == [f["numbers"] for f in parallel["findings"]]
+    shares = {k: v for k, v in parallel["context"].items() if k.startswith("units_by_worker/")}
+    assert sorted(shares) == ["units_by_worker/0", "units_by_worker/1"], result.stdout.str()
+    assert all(v["importance"]["base"] > 0 and v["importance"]["tuned"] > 0 for v in shares.values()), shares
+    assert sum(v["importance"]["base"] for v in shares.values()) == 3  # each unit computed exactly once
+    density = [f for f in single["findings"] if f["finding"] == "importance_density"]
+    assert density and [f["numbers"] for f in density] == [
+        f["numbers"] for f in parallel["findings"] if f["finding"] == "importance_density"]
+    assert single["context"]["importance_scores"] == parallel["context"]["importance_scores"]
 
 
 def test_a_missing_checkpoint_is_one_clear_line(suite, checkpoints, tmp_path):
@@ -84,6 +95,8 @@ def test_a_missing_checkpoint_is_one_clear_line(suite, checkpoints, tmp_path):
     assert "During handling of the above exception" not in out
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors", outcomes.get("error")) == 1 and outcomes["skipped"] == 1  # no --ratings
+    md = (suite.path / "shiftcheck-report" / "report.md").read_text()  # a run that recorded nothing still reports
+    assert "**ERROR**" in md and "no-such-model" in md
 
 
 def test_spans_outside_the_prompt_are_named(suite, checkpoints):

@@ -1,4 +1,5 @@
-"""PairRunner: spec resolution, sharded caching that keeps finished work after a crash."""
+"""The generic runner: spec resolution, unit caching that keeps finished work after a crash, one
+model resident at a time."""
 
 from __future__ import annotations
 
@@ -35,23 +36,49 @@ def test_a_crash_keeps_finished_shards_and_a_rerun_resumes(runner, monkeypatch):
 
     monkeypatch.setattr(session.imp, "run_importance", flaky)
     config = ImportanceConfig(max_new_tokens=4)
+    probe = session.ImportanceProbe(tuple(PROMPTS), config, shard_size=2)
     fail = True
     with pytest.raises(AttributionError, match="p3"):
-        runner.importance(PROMPTS, config, shard_size=2)
+        runner.run(probe)
     assert calls == [["p0", "p1"], ["p2", "p3"]]
 
     calls.clear()
     fail = False
-    base, tuned, hits = runner.importance(PROMPTS, config, shard_size=2)
+    base, tuned = runner.run(probe)
     # base's first shard came from the cache; everything else was computed once
     assert calls == [["p2", "p3"], ["p4"], ["p0", "p1"], ["p2", "p3"], ["p4"]]
-    assert base.ids == tuned.ids == [p.id for p in PROMPTS]
-    assert hits == {"base": False, "tuned": False}
+    assert base.result.ids == tuned.result.ids == [p.id for p in PROMPTS]
+    assert (base.computed, base.cached, tuned.computed, tuned.cached) == (2, 1, 3, 0)
 
     calls.clear()
-    again = runner.importance(PROMPTS, config, shard_size=2)
-    assert calls == [] and again[2] == {"base": True, "tuned": True}
-    assert again[0].scores.tolist() == base.scores.tolist()
+    again = runner.run(probe)
+    assert calls == [] and again[0].all_cached and again[1].all_cached
+    assert again[0].result.scores.tolist() == base.result.scores.tolist()
+
+
+def test_only_one_model_is_resident_at_a_time(runner, monkeypatch):
+    alive: list[str] = []
+    real = session.load_checkpoint
+
+    def tracking(location, options):
+        checkpoint = real(location, options)
+        alive.append(location)
+        import weakref
+        weakref.finalize(checkpoint.model, alive.remove, location)
+        return checkpoint
+
+    peak = []
+    real_run = session.imp.run_importance
+
+    def spy(model, tokenizer, prompts, config, label, progress=None):
+        peak.append(len(alive))
+        return real_run(model, tokenizer, prompts, config, label=label, progress=progress)
+
+    runner._info = object()  # the pair check loads both models on purpose; this test is about the probe runs
+    monkeypatch.setattr(session, "load_checkpoint", tracking)
+    monkeypatch.setattr(session.imp, "run_importance", spy)
+    runner.run(session.ImportanceProbe(tuple(PROMPTS), ImportanceConfig(max_new_tokens=2), shard_size=2))
+    assert peak and max(peak) == 1, peak
 
 
 def test_prompt_digest_changes_with_spans_text_and_order():

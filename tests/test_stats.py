@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,11 +13,9 @@ from scipy import stats as sps
 from shiftcheck.probes.stats import (
     StatsInputError,
     bootstrap_mean_diff_ci,
-    compare_density,
     describe,
-    followed_vs_unfollowed,
-    group_by,
     hedges_g,
+    min_detectable_g,
     paired_less,
     welch,
     welch_less,
@@ -204,11 +201,6 @@ def test_hedges_g_is_affine_invariant(a: list[float], b: list[float], scale: flo
 def test_degenerate_inputs_give_nan_with_note(base: list[float], tuned: list[float], note: str) -> None:
     res = welch_less(base, tuned)
     assert math.isnan(res.pvalue) and note in res.note
-    cmp = compare_density(base, tuned, n_resamples=100)
-    assert note in cmp.note
-    as_dict = cmp.to_dict()
-    assert as_dict["welch_p"] is None
-    json.dumps(as_dict, allow_nan=False)
 
 
 def test_non_finite_scores_are_rejected() -> None:
@@ -221,70 +213,25 @@ def test_welch_rejects_unknown_alternative() -> None:
         welch([1.0, 2.0], [1.0, 3.0], "smaller")
 
 
-# --------------------------------------------------------------------------------------------- comparisons
+# --------------------------------------------------------------------------------------------- power
 
 
-def test_compare_density_fields_and_json() -> None:
-    rng = np.random.default_rng(12)
-    base, tuned = rng.normal(0.1, 0.05, 80), rng.normal(0.14, 0.05, 80)
-    cmp = compare_density(base, tuned, n_resamples=2000, seed=3)
-    assert cmp.a.n == cmp.b.n == 80
-    assert cmp.mean_diff == pytest.approx(tuned.mean() - base.mean())
-    assert cmp.welch.pvalue == pytest.approx(sps.ttest_ind(base, tuned, equal_var=False, alternative="less").pvalue)
-    assert cmp.paired is None and cmp.n_paired == 0
-    assert cmp.hedges_g > 0
-    assert cmp.ci[0] < cmp.mean_diff < cmp.ci[1]
-    out = cmp.to_dict()
-    assert out["name_a"] == "base" and out["paired_p"] is None
-    json.dumps(out, allow_nan=False)
+def test_min_detectable_g_matches_the_normal_approximation_for_large_n() -> None:
+    # Normal theory: d = (z_{1-alpha} + z_{power}) * sqrt(1/n_a + 1/n_b).
+    n = 2000
+    expected = (sps.norm.ppf(0.95) + sps.norm.ppf(0.8)) * math.sqrt(2 / n)
+    assert min_detectable_g(n, n, 0.05) == pytest.approx(expected, rel=1e-3)
 
 
-def test_compare_density_pairs_by_ids() -> None:
-    rng = np.random.default_rng(13)
-    ids = [f"lima_author_{i}" for i in range(50)]
-    base = rng.normal(0, 1, 50)
-    tuned = base + 0.3 + rng.normal(0, 0.1, 50)
-    order = rng.permutation(50)
-    cmp = compare_density(base, tuned[order], base_ids=ids, tuned_ids=[ids[i] for i in order], n_resamples=200)
-    assert cmp.n_paired == 50
-    assert cmp.paired.pvalue == pytest.approx(paired_less(base, tuned).pvalue)
-    by_position = compare_density(base, tuned, paired_by_position=True, n_resamples=200)
-    assert by_position.paired.pvalue == pytest.approx(cmp.paired.pvalue)
-    with pytest.raises(StatsInputError, match="duplicate"):
-        compare_density(base[:2], tuned[:2], base_ids=["x", "x"], tuned_ids=["x", "y"])
-    with pytest.raises(StatsInputError, match="equal lengths"):
-        compare_density(base, tuned[:-1], paired_by_position=True)
+def test_min_detectable_g_has_the_requested_power_by_simulation() -> None:
+    rng = np.random.default_rng(5)
+    n, alpha = 30, 0.05
+    d = min_detectable_g(n, n, alpha)
+    hits = sum(sps.ttest_ind(rng.normal(0, 1, n), rng.normal(d, 1, n), alternative="less").pvalue < alpha
+               for _ in range(2000))
+    assert 0.76 < hits / 2000 < 0.84
 
 
-def test_followed_vs_unfollowed_filters_and_direction() -> None:
-    scores = {"a": 0.9, "b": 0.8, "c": 0.85, "d": 0.1, "e": 0.2, "f": 0.15, "g": 50.0, "h": -50.0, "i": 99.0}
-    ratings = {"a": 2, "b": 3, "c": 4, "d": 1, "e": 1, "f": 1, "g": 0, "h": -1, "i": 4}
-    tokens = {k: 20 for k in scores} | {"i": 4}
-    cmp = followed_vs_unfollowed(scores, ratings, tokens, n_resamples=200)
-    assert (cmp.name_a, cmp.name_b) == ("unfollowed", "followed")
-    assert cmp.a.n == 3 and cmp.b.n == 3  # g, h unrated; i too short
-    assert cmp.b.mean == pytest.approx(np.mean([0.9, 0.8, 0.85]))
-    assert cmp.a.mean == pytest.approx(np.mean([0.1, 0.2, 0.15]))
-    expected = sps.ttest_ind([0.1, 0.2, 0.15], [0.9, 0.8, 0.85], equal_var=False, alternative="less")
-    assert cmp.welch.pvalue == pytest.approx(expected.pvalue)
-    assert cmp.welch.pvalue < 0.01
-    assert "dropped 2 unrated and 1 response(s) under 5 tokens" in cmp.note
-
-
-def test_followed_vs_unfollowed_keeps_exactly_min_tokens_and_needs_token_counts() -> None:
-    scores = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
-    ratings = {"a": 1, "b": 1, "c": 2, "d": 2}
-    cmp = followed_vs_unfollowed(scores, ratings, {"a": 5, "b": 5, "c": 5, "d": 5}, n_resamples=50)
-    assert (cmp.a.n, cmp.b.n) == (2, 2)
-    with pytest.raises(StatsInputError, match="token count"):
-        followed_vs_unfollowed(scores, ratings, {"a": 5})
-
-
-def test_group_by_sources_and_pooled() -> None:
-    ids = ["user_oriented_task_0", "lima_author_1", "user_oriented_task_2", "mtbench_3"]
-    groups = group_by(ids, ["self_instruct", "lima", "self_instruct", "mtbench"])
-    assert groups == {"self_instruct": [0, 2], "lima": [1], "mtbench": [3], "pooled": [0, 1, 2, 3]}
-    with pytest.raises(StatsInputError, match="one source per id"):
-        group_by(ids, ["lima"])
-    with pytest.raises(StatsInputError, match="reserved"):
-        group_by(["x"], ["pooled"])
+def test_min_detectable_g_needs_two_values_per_side() -> None:
+    assert min_detectable_g(1, 10, 0.05) is None
+    assert min_detectable_g(10, 10, 0.05) > min_detectable_g(100, 100, 0.05)

@@ -2,35 +2,8 @@
 
 It is the default base/tuned pair (no download, no GPU) and the project's proof that the suite can
 fail: ``good`` passes the density test against ``base``; ``bad-copy``, ``bad-cpt`` and ``null``
-do not. Build with ``shiftcheck world build --seed 0 --out DIR``.
+do not. Build another seed with ``shiftcheck world build --seed 1 --out DIR``.
+
+Import the submodules directly (``shiftcheck.probes.world.build`` imports torch;
+``shiftcheck.probes.world.spec`` imports nothing heavy, for the plugin).
 """
-
-from shiftcheck.probes.world.build import (
-    ALIASES,
-    MODEL_NAMES,
-    WorldConfig,
-    WorldManifest,
-    build_world,
-    code_version,
-    ensure_world,
-    load_manifest,
-    parse_world_spec,
-    resolve_world,
-    world_prompts_path,
-    world_root,
-)
-
-__all__ = [
-    "ALIASES",
-    "MODEL_NAMES",
-    "WorldConfig",
-    "WorldManifest",
-    "build_world",
-    "code_version",
-    "ensure_world",
-    "load_manifest",
-    "parse_world_spec",
-    "resolve_world",
-    "world_prompts_path",
-    "world_root",
-]

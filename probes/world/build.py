@@ -32,13 +32,11 @@ import torch
 from transformers import GenerationConfig, LlamaConfig
 
 from shiftcheck.probes.world import corpus
+from shiftcheck.probes.world.spec import ALIASES, MODEL_NAMES, WORLD_SOURCE, WorldSpecError, parse_world_spec  # noqa: F401
 from shiftcheck.probes.world.tokenizer import BOS, EOS, PAD, build_tokenizer, check_round_trip, encode_words
 from shiftcheck.probes.world.train import TrainConfig, deterministic_torch, greedy_responses, init_model, train
 
 SCHEMA_VERSION = 1
-WORLD_SOURCE = "world"
-MODEL_NAMES = ("base", "good", "bad-copy", "bad-cpt")
-ALIASES = {"base": "base", "null": "base", "good": "good", "bad-copy": "bad-copy", "bad-cpt": "bad-cpt"}
 TIMING_FIELDS = ("seconds",)  # world.json fields that differ between identical builds
 _SOURCES = ("corpus.py", "tokenizer.py", "train.py", "build.py")
 
@@ -108,7 +106,7 @@ def fingerprint(root: Path) -> str:
 
 def _check_name(name: str) -> str:
     if name not in ALIASES:
-        raise ValueError(f"unknown world model {name!r}; valid names: {', '.join(ALIASES)}")
+        raise WorldSpecError(f"unknown world model {name!r}; valid names: {', '.join(ALIASES)}")
     return name
 
 
@@ -339,20 +337,3 @@ def resolve_world(name: str, cache_dir: Path, seed: int = 0) -> Path:
 def world_prompts_path(cache_dir: Path, seed: int = 0) -> Path:
     """The eval prompts JSONL of the cached world for ``seed``, building it on first use."""
     return ensure_world(cache_dir, seed).prompts_path
-
-
-def parse_world_spec(spec: str) -> tuple[str, int] | None:
-    """``"world:good"`` -> ("good", 0); ``"world:good@seed=1"`` -> ("good", 1); others -> None."""
-    if not spec.startswith("world:"):
-        return None
-    body = spec[len("world:"):]
-    name, sep, option = body.partition("@")
-    seed = 0
-    if sep:
-        key, eq, value = option.partition("=")
-        if key != "seed" or not eq or not value.strip().lstrip("-").isdigit():
-            raise ValueError(f"bad world spec {spec!r}: expected 'world:NAME' or 'world:NAME@seed=INT'")
-        seed = int(value)
-    if name not in ALIASES:
-        raise ValueError(f"unknown world model {name!r} in {spec!r}; valid names: {', '.join(ALIASES)}")
-    return name, seed
