@@ -194,13 +194,19 @@ class WordTokens:
 
 
 def word_token_ids(tokenizer: Any, words: Sequence[str]) -> WordTokens:
-    """METHODS §2.1: ``tokenizer.tokenize(" " + w)``; if the first piece is a bare ``▁``/``Ġ`` drop it."""
+    """METHODS §2.1: ``tokenizer.tokenize(" " + w)``; if the first piece is a bare ``▁``/``Ġ`` drop it.
+
+    A word that needs the unknown token (word-level vocabularies) has no representation and counts
+    as yielding no token, rather than sharing the ``<unk>`` row with every other unknown word.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
     ids = []
     for w in words:
         pieces = tokenizer.tokenize(" " + w)
         if pieces and pieces[0] in SPACE_MARKERS:
             pieces = pieces[1:]
-        ids.append(tuple(int(i) for i in tokenizer.convert_tokens_to_ids(pieces)))
+        t = tuple(int(i) for i in tokenizer.convert_tokens_to_ids(pieces))
+        ids.append(() if unk is not None and unk in t else t)
     return WordTokens(tuple(words), tuple(ids))
 
 
