@@ -89,11 +89,19 @@ def test_chat_template_tokens_are_never_instruction_tokens():
     assert "USER" not in letters(marked) and "ASSISTANT" not in letters(marked)
 
 
-def test_whitespace_only_pieces_at_span_edges_are_not_marked():
+def test_whitespace_only_pieces_are_dropped_at_span_edges_only():
     text = "ab  cd"
     offsets = [(0, 2), (2, 3), (3, 4), (4, 6)]
-    assert instruction_mask_from_offsets(text, offsets, [(0, 6)]).tolist() == [True, False, False, True]
+    # METHODS §1.7: the rule applies at the edges; whitespace inside a span stays instruction
+    assert instruction_mask_from_offsets(text, offsets, [(0, 6)]).tolist() == [True, True, True, True]
+    assert instruction_mask_from_offsets(text, offsets, [(1, 4)]).tolist() == [True, False, False, False]
     assert instruction_mask_from_offsets(text, offsets, [(2, 4)]).tolist() == [False, False, False, False]
+
+
+def test_a_quote_piece_at_a_span_edge_is_kept():
+    text = ' "hi" '
+    offsets = [(0, 2), (2, 4), (4, 5), (5, 6)]  # '▁"', 'hi', '"', '▁'
+    assert instruction_mask_from_offsets(text, offsets, [(0, 6)]).tolist() == [True, True, True, False]
 
 
 def test_spans_that_cover_no_token_or_lie_outside_the_prompt_are_errors():
@@ -116,3 +124,87 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time():
     single = [generate_responses(model, tok, [e], max_new_tokens=6, batch_size=1)[0] for e in encs]
     assert batched == single
     assert all(2 not in r for r in batched)  # EOS is cut
+
+
+# --------------------------------------------------------------------------------------------- generation
+
+
+def _manual_greedy(model, ids: list[int], eos: set[int], n: int) -> list[int]:
+    """Argmax decoding written out by hand: no penalty, no blocking, stop at any EOS."""
+    seq, out = list(ids), []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax())
+            if nxt in eos:
+                break
+            out.append(nxt)
+            seq.append(nxt)
+    return out
+
+
+def test_generation_ignores_the_checkpoints_sampling_and_penalty_settings():
+    from transformers import GenerationConfig
+
+    from builders import tiny_model
+    from shiftcheck.probes.importance import encode_prompt, generate_responses
+
+    tok = word_tokenizer()
+    model = tiny_model("llama", seed=3).eval()
+    # A checkpoint shipped with settings that would change greedy decoding if honoured:
+    model.generation_config = GenerationConfig(do_sample=True, temperature=5.0, top_k=2, repetition_penalty=50.0,
+                                               no_repeat_ngram_size=1, num_beams=3)
+    prompt = Prompt("p", "toy", "write a short poem about the sea", ((0, 5),))
+    enc = encode_prompt(tok, prompt)
+    got = generate_responses(model, tok, [enc], max_new_tokens=12)[0]
+    want = _manual_greedy(model, [*enc.prefix_ids, *enc.prompt_ids], {tok.eos_token_id}, 12)
+    assert list(got) == want
+
+
+def test_every_eos_id_of_the_generation_config_stops_a_response():
+    from transformers import GenerationConfig
+
+    from builders import tiny_model
+    from shiftcheck.probes.importance import encode_prompt, generate_responses
+
+    tok = word_tokenizer()
+    model = tiny_model("llama", seed=2).eval()
+    enc = encode_prompt(tok, Prompt("p", "toy", "list the red house", ((0, 4),)))
+    free = _manual_greedy(model, [*enc.prefix_ids, *enc.prompt_ids], {tok.eos_token_id}, 8)
+    assert len(free) >= 3, "the tiny model must produce a few tokens for this test to mean anything"
+    second_eos = free[2]  # make the third generated token an end-of-turn id
+    model.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, second_eos])
+    got = generate_responses(model, tok, [enc], max_new_tokens=8)[0]
+    assert list(got) == free[: free.index(second_eos)]
+
+
+def test_whitespace_only_tokens_are_stripped_from_both_ends_of_a_response():
+    from shiftcheck.probes.importance import strip_response
+
+    class Tok:
+        pieces = {0: " ", 1: "cat", 2: "\n", 3: "dog", 4: " "}
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(self.pieces[i] for i in ids)
+
+    assert strip_response(Tok(), [0, 2, 1, 4, 3, 2, 0]) == (1, 4, 3)  # inner whitespace stays
+    assert strip_response(Tok(), [0, 2]) == ()
+
+
+def test_a_tokenizer_that_merges_across_the_prompt_boundary_is_an_error():
+    from shiftcheck.probes.importance import check_prompt_prefix, encode_prompt
+
+    tok = word_tokenizer()
+    enc = encode_prompt(tok, Prompt("p", "toy", "write a poem", ((0, 5),)))
+    check_prompt_prefix(tok, enc, "the sea", "p")  # word-level: the prompt stays a prefix
+
+    class Merging:
+        """Pretends that 'poem' + ' the' merges into one token, as byte-level BPE can at a boundary."""
+
+        def __call__(self, text, add_special_tokens=False):
+            ids = tok(text, add_special_tokens=False).input_ids
+            class R:
+                input_ids = ids[:2] + [99] + ids[4:] if text.startswith("write a poem the") else ids
+            return R()
+
+    with pytest.raises(AttributionError, match="not a prefix"):
+        check_prompt_prefix(Merging(), enc, "the sea", "p")

@@ -33,9 +33,13 @@ from shiftcheck.probes.importance.tokens import (  # noqa: F401 (re-exported)
     PromptEncoding,
     adds_bos,
     build_sequence,
+    check_prompt_prefix,
     encode_prompt,
+    eos_ids,
     generate_responses,
+    greedy_config,
     instruction_mask_from_offsets,
+    strip_response,
     templated_prompt,
 )
 from shiftcheck.probes.importance.attribution import (  # noqa: F401 (re-exported)
@@ -137,7 +141,9 @@ def attribute_instance(
     response_ids: Sequence[int],
     config: ImportanceConfig,
 ) -> InstanceAttribution:
-    """Raw I for one prompt and its response, quantised to b = 0 levels for storage."""
+    """Raw I for one prompt and its response (whitespace-stripped, §1.2), quantised to b = 0 levels."""
+    response_ids = strip_response(tokenizer, response_ids)
+    check_prompt_prefix(tokenizer, enc, tokenizer.decode(list(response_ids), skip_special_tokens=True), prompt.id)
     I = raw_importance(model, enc, response_ids, config.mode, config.chunk_size, prompt.id)
     return InstanceAttribution(
         id=prompt.id,

@@ -201,12 +201,24 @@ def raw_importance(
     """I (prompt_len, resp_len) by the chosen mode; raises NonFiniteAttributionError on NaN/inf."""
     _check_fp32(model)
     chosen = choose_mode(mode, len(enc.prompt_ids), len(response_ids))
-    if chosen == "loop":
-        I = importance_loop(model, enc, response_ids)
-    elif chosen == "vjp":
-        I = importance_vjp(model, enc, response_ids, chunk)
-    else:
-        I = importance_jvp(model, enc, response_ids, chunk)
+    try:
+        if chosen == "loop":
+            I = importance_loop(model, enc, response_ids)
+        elif chosen == "vjp":
+            I = importance_vjp(model, enc, response_ids, chunk)
+        else:
+            I = importance_jvp(model, enc, response_ids, chunk)
+    except AttributionOOMError as exc:
+        raise AttributionOOMError(
+            f"instance {instance_id!r}, attribution forward/backward pass ({chosen}, {len(enc.prompt_ids)} prompt x "
+            f"{len(response_ids)} response tokens): {exc}; lower --max-new-tokens, free the device, or run on "
+            "another one") from exc
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_oom(exc):
+            raise
+        raise AttributionOOMError(
+            f"instance {instance_id!r}: out of memory in the attribution forward pass ({chosen}); lower "
+            "--max-new-tokens, free the device, or run on another one") from exc
     if not np.isfinite(I).all():
         bad = int((~np.isfinite(I)).sum())
         raise NonFiniteAttributionError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CODE_VERSION = "importance-1"  # bump when any number probe 1 produces changes
+CODE_VERSION = "importance-2"  # bump when any number probe 1 produces changes
 
 
 @dataclass(frozen=True)
