@@ -99,6 +99,39 @@ def sample_per_source(prompts: list[Prompt], n: int) -> list[Prompt]:
     return [prompts[i] for i in sorted(chosen)]
 
 
+def stratified_sample(prompts: list[Prompt], n: int, seed: int = 0) -> list[Prompt]:
+    """A seeded sample of ``n`` prompts, allocated to sources in proportion to their size (largest
+    remainder), at least 2 per source where the source has them, drawn without replacement within
+    each source; the result keeps the file order."""
+    if n >= len(prompts):
+        return list(prompts)
+    import numpy as np
+
+    by_source: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_source.setdefault(p.source, []).append(i)
+    sizes = {s: len(ix) for s, ix in by_source.items()}
+    quota = {s: min(sizes[s], 2) for s in sizes}
+    left = n - sum(quota.values())
+    if left > 0:
+        share = {s: (sizes[s] - quota[s]) / max(1, len(prompts) - sum(quota.values())) * left for s in sizes}
+        extra = {s: min(int(share[s]), sizes[s] - quota[s]) for s in sizes}
+        quota = {s: quota[s] + extra[s] for s in sizes}
+        rest = n - sum(quota.values())
+        for s in sorted(sizes, key=lambda s: (-(share[s] - int(share[s])), s)):
+            if rest <= 0:
+                break
+            if quota[s] < sizes[s]:
+                quota[s] += 1
+                rest -= 1
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for s in sorted(by_source):  # fixed order: the sample does not depend on dict order
+        ix = by_source[s]
+        chosen += [ix[j] for j in rng.choice(len(ix), size=quota[s], replace=False)]
+    return [prompts[i] for i in sorted(chosen)]
+
+
 def load_prompts(path: str | Path, sources: tuple[str, ...] | None = None) -> list[Prompt]:
     """Read a prompts JSONL file (METHODS §6); optionally keep only some ``source`` groups."""
     path = Path(path)

@@ -240,3 +240,39 @@ def test_the_plugins_attribution_modes_are_the_probes():
     from shiftcheck.probes.importance import MODES
 
     assert ATTRIBUTION_MODES == MODES
+
+
+@pytest.mark.parametrize("visible,worker,expected", [
+    (["0", "1"], 0, "0"), (["0", "1"], 3, "1"),
+    (["4", "7", "2"], 1, "7"),  # the caller's own ids, not 0..n-1
+    (["GPU-aa11", "GPU-bb22"], 2, "GPU-aa11"),  # UUIDs pass through
+])
+def test_each_worker_gets_one_entry_of_the_callers_visible_devices(visible, worker, expected):
+    from shiftcheck.fixtures.plugin import worker_visible_devices
+
+    assert worker_visible_devices(visible, worker) == expected
+
+
+def test_auto_workers_follow_the_visible_gpu_list(pytester: pytest.Pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6")
+    (pytester.path / "behaviour_tests").mkdir()
+    (pytester.path / "behaviour_tests" / "test_x.py").write_text("def test_x():\n    pass\n")
+    out = pytester.runpytest_subprocess("behaviour_tests", "-n", "auto", "-p", "no:cacheprovider").stdout.str()
+    assert "created: 3/3 workers" in out
+
+
+def test_junit_xml_carries_the_verdict_properties(pytester: pytest.Pytester):
+    pytester.makepyfile(
+        """
+        from shiftcheck.probes.findings import Verdict
+
+        def test_claim(shiftcheck_expect):
+            shiftcheck_expect(Verdict("f", "pooled", "c", "t", "greater", 0.05, "pass", "o", "e",
+                                      numbers={"p_value": 0.01, "effect": 0.7, "a_n": 9, "b_n": 9}))
+        """
+    )
+    pytester.runpytest("--junitxml=out.xml", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    xml = (pytester.path / "out.xml").read_text()
+    for prop in ('name="shiftcheck_p_value" value="0.01"', 'name="shiftcheck_effect" value="0.7"',
+                 'name="shiftcheck_verdict" value="pass"', 'name="shiftcheck_a_n" value="9"'):
+        assert prop in xml, prop

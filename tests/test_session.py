@@ -92,3 +92,34 @@ def test_prompt_digest_changes_with_spans_text_and_order():
 def test_unknown_world_names_list_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="good"):
         session.resolve_ref("tuned", "world:excellent", tmp_path)
+
+
+def test_stratified_sample_is_seeded_proportional_and_keeps_every_source():
+    from shiftcheck.probes.prompts import stratified_sample
+
+    prompts = [Prompt(f"a{i}", "a", "x", ()) for i in range(60)] + [Prompt(f"b{i}", "b", "x", ()) for i in range(30)] \
+        + [Prompt(f"c{i}", "c", "x", ()) for i in range(3)]
+    s = stratified_sample(prompts, 20, seed=1)
+    counts = {src: sum(p.source == src for p in s) for src in "abc"}
+    assert sum(counts.values()) == 20 and counts["c"] >= 2 and counts["a"] > counts["b"] > counts["c"]
+    assert [p.id for p in s] == [p.id for p in stratified_sample(prompts, 20, seed=1)]
+    assert [p.id for p in s] != [p.id for p in stratified_sample(prompts, 20, seed=2)]
+    order = [p.id for p in prompts]
+    assert [order.index(p.id) for p in s] == sorted(order.index(p.id) for p in s)  # file order kept
+
+
+def test_max_prompts_takes_round_robin_per_source_in_file_order():
+    from shiftcheck.probes.prompts import sample_per_source
+
+    prompts = [Prompt(f"a{i}", "a", "x", ()) for i in range(10)] + [Prompt("b0", "b", "x", ())]
+    assert [p.id for p in sample_per_source(prompts, 3)] == ["a0", "a1", "b0"]  # b is never emptied
+
+
+def test_a_missing_source_falls_back_to_the_id_prefix():
+    from shiftcheck.probes.prompts import prompt_from_record
+
+    rec = {"prompt": "write", "instruction_char_spans": [[0, 5]]}
+    assert prompt_from_record(dict(rec, id="user_oriented_task_7"), "f").source == "self-instruct"
+    assert prompt_from_record(dict(rec, id="mtbench_writing_81"), "f").source == "mt-bench"
+    assert prompt_from_record(dict(rec, id="lima_author_3"), "f").source == "lima"
+    assert prompt_from_record(dict(rec, id="world_0012"), "f").source == "world"
