@@ -69,10 +69,7 @@ def test_rerun_hits_the_cache_and_a_new_checkpoint_misses(suite, checkpoints):
 
 
 def test_two_workers_split_a_cold_run_and_agree_with_a_single_process(suite, checkpoints, tmp_path):
-    with (suite.path / "prompts.jsonl").open("a") as fh:  # 40 prompts: 3 units of 16 per model
-        for i in range(36):
-            fh.write(json.dumps({"id": f"q{i}", "source": "toy", "prompt": f"write the word {i} twice",
-                                 "instruction_char_spans": [[0, 9]]}) + "\n")
+    _forty_prompts(suite)
     _, single = run(suite, checkpoints["a"], checkpoints["b"])
     suite._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path / "cold"))  # nothing from the first run
     shutil.rmtree(suite.path / "shiftcheck-report")
@@ -105,3 +102,29 @@ def test_spans_outside_the_prompt_are_named(suite, checkpoints):
     result, _ = run(suite, checkpoints["a"], checkpoints["b"])
     out = result.stdout.str()
     assert "instruction span [0, 50) lies outside the prompt" in out and "id=bad" in out
+
+
+def _forty_prompts(suite) -> None:
+    with (suite.path / "prompts.jsonl").open("a") as fh:  # 40 prompts: 3 units of 16 per model
+        for i in range(36):
+            fh.write(json.dumps({"id": f"q{i}", "source": "toy", "prompt": f"write the word {i} twice",
+                                 "instruction_char_spans": [[0, 9]]}) + "\n")
+
+
+def test_ci_matrix_shards_then_a_merging_run_equal_a_single_process(suite, checkpoints, tmp_path):
+    _forty_prompts(suite)
+    _, single = run(suite, checkpoints["a"], checkpoints["b"])
+    suite._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path / "shared"))
+    shutil.rmtree(suite.path / "shiftcheck-report")
+    for shard in ("0/2", "1/2"):
+        result, _ = run(suite, checkpoints["a"], checkpoints["b"], "--shiftcheck-shard", shard)
+        assert result.ret == 0
+        outcomes = result.parseoutcomes()
+        assert outcomes.get("skipped") == 2 and not outcomes.get("passed") and not outcomes.get("failed")
+        result.stdout.fnmatch_lines([f"*shard {shard}: computed*"])
+        assert not (suite.path / "shiftcheck-report").exists()  # shards write no report
+    final, merged = run(suite, checkpoints["a"], checkpoints["b"])
+    refs = merged["context"]["checkpoints"]
+    assert refs["base"]["units_computed"] == 0 and refs["tuned"]["units_computed"] == 0  # all cache hits
+    assert merged["context"]["importance_scores"] == single["context"]["importance_scores"]
+    assert [f.get("numbers") for f in merged["findings"]] == [f.get("numbers") for f in single["findings"]]

@@ -3,6 +3,8 @@ model resident at a time."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from builders import tiny_llama
@@ -123,3 +125,42 @@ def test_a_missing_source_falls_back_to_the_id_prefix():
     assert prompt_from_record(dict(rec, id="mtbench_writing_81"), "f").source == "mt-bench"
     assert prompt_from_record(dict(rec, id="lima_author_3"), "f").source == "lima"
     assert prompt_from_record(dict(rec, id="world_0012"), "f").source == "world"
+
+
+def test_a_killed_process_leaves_no_corrupt_entry_and_a_rerun_computes_only_the_missing_units(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    base = tiny_llama(tmp_path, seed=0, name="base")
+    cache_dir = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from shiftcheck.probes import runner as session
+        from shiftcheck.probes.cache import ResultCache
+        from shiftcheck.probes.importance import ImportanceConfig
+        from shiftcheck.probes.models.loading import LoadOptions, load_checkpoint
+        from test_session import PROMPTS
+        real = session.imp.run_importance
+        def dying(model, tokenizer, prompts, config, label, progress=None):
+            if any(p.id == "p3" for p in prompts):
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-unit, after the first unit was stored
+            return real(model, tokenizer, prompts, config, label=label, progress=progress)
+        session.imp.run_importance = dying
+        probe = session.ImportanceProbe(tuple(PROMPTS), ImportanceConfig(max_new_tokens=3), shard_size=2)
+        cache = ResultCache({str(cache_dir)!r})
+        session.run(probe, "base", "fp-base", cache, lambda: load_checkpoint({str(base)!r}, LoadOptions(device="cpu")))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    from shiftcheck.probes.models.loading import load_checkpoint
+
+    probe = session.ImportanceProbe(tuple(PROMPTS), ImportanceConfig(max_new_tokens=3), shard_size=2)
+    cache = ResultCache(cache_dir)
+    again = session.run(probe, "base", "fp-base", cache, lambda: load_checkpoint(str(base), LoadOptions(device="cpu")))
+    assert (again.computed, again.cached) == (2, 1)  # p2/p3 (killed) and p4 recomputed; p0/p1 kept
+    assert again.result.ids == [p.id for p in PROMPTS]
+    leftovers = [p.name for p in cache_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
