@@ -57,10 +57,32 @@ class CacheLockTimeout(CacheError):
     """Waiting for another process to finish computing an entry took longer than the lock timeout."""
 
 
+def default_local_dir() -> Path:
+    """``./.shiftcheck_cache`` from the cwd: where local state lives when the cache is remote."""
+    return Path.cwd() / DEFAULT_DIRNAME
+
+
 def default_cache_dir() -> Path:
-    """``$SHIFTCHECK_CACHE`` if set and non-empty, else ``./.shiftcheck_cache`` (absolute, from the cwd)."""
+    """``$SHIFTCHECK_CACHE`` if set to a local path, else ``./.shiftcheck_cache`` (absolute, from the cwd).
+
+    An fsspec URL in ``$SHIFTCHECK_CACHE`` is served by :func:`open_cache`; local state (fingerprint
+    memos, built worlds) then stays here.
+    """
     env = os.environ.get(CACHE_ENV_VAR, "").strip()
-    return Path(env).expanduser().absolute() if env else Path.cwd() / DEFAULT_DIRNAME
+    if env and "://" not in env:
+        return Path(env).expanduser().absolute()
+    return default_local_dir()
+
+
+def open_cache(spec: str | Path | None = None):
+    """The result cache for ``spec`` (default ``$SHIFTCHECK_CACHE``): a local :class:`ResultCache`, or
+    an :class:`~shiftcheck.probes.remote_cache.FsspecResultCache` for a URL (``s3://``, ``file://`` ...)."""
+    text = str(spec) if spec is not None else os.environ.get(CACHE_ENV_VAR, "").strip()
+    if "://" in text:
+        from shiftcheck.probes.remote_cache import FsspecResultCache
+
+        return FsspecResultCache(text)
+    return ResultCache(Path(text).expanduser().absolute() if text else default_local_dir())
 
 
 def canonical_json(obj: Any) -> str:
@@ -235,6 +257,11 @@ class ResultCache:
 
     root: Path
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+
+    @property
+    def local(self) -> Path:
+        """Where local state (fingerprint memos, built worlds) lives: the cache itself."""
+        return self.root
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser())

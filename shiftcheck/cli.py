@@ -24,10 +24,10 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _cache_dir(args: argparse.Namespace) -> Path:
-    from shiftcheck.probes.cache import default_cache_dir
+def _cache(args: argparse.Namespace):
+    from shiftcheck.probes.cache import open_cache
 
-    return Path(args.cache_dir).expanduser().absolute() if args.cache_dir else default_cache_dir()
+    return open_cache(args.cache_dir)
 
 
 # --- world ---------------------------------------------------------------------------------------
@@ -114,9 +114,7 @@ def _human(n: int) -> str:
 
 
 def _cache_info(args: argparse.Namespace) -> int:
-    from shiftcheck.probes.cache import ResultCache
-
-    info = ResultCache(_cache_dir(args)).info()
+    info = _cache(args).info()
     print(f"cache: {info.root}")
     print(f"  {info.n_entries} entries, {_human(info.bytes)} on disk")
     for probe, n in info.entries.items():
@@ -125,9 +123,7 @@ def _cache_info(args: argparse.Namespace) -> int:
 
 
 def _cache_clear(args: argparse.Namespace) -> int:
-    from shiftcheck.probes.cache import ResultCache
-
-    cache = ResultCache(_cache_dir(args))
+    cache = _cache(args)
     removed = cache.clear()
     print(f"removed {removed} entries from {cache.root}")
     return 0
@@ -135,8 +131,8 @@ def _cache_clear(args: argparse.Namespace) -> int:
 
 def _add_cache(sub: argparse._SubParsersAction) -> None:
     cache = sub.add_parser("cache", help="inspect or empty the result cache ($SHIFTCHECK_CACHE)")
-    cache.add_argument("--cache-dir", default=None, help="cache directory (default $SHIFTCHECK_CACHE or "
-                                                          "./.shiftcheck_cache)")
+    cache.add_argument("--cache-dir", default=None, help="cache directory or fsspec URL (default "
+                                                          "$SHIFTCHECK_CACHE or ./.shiftcheck_cache)")
     csub = cache.add_subparsers(dest="cache_command", required=True)
     csub.add_parser("info", help="entries per probe and size on disk").set_defaults(func=_cache_info)
     csub.add_parser("clear", help="remove every cached result").set_defaults(func=_cache_clear)

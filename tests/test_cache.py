@@ -284,3 +284,27 @@ def test_two_processes_compute_an_entry_once(tmp_path: Path) -> None:
     assert counter.read_text().splitlines() == ["computed"]
     assert sorted(hit for hit, _, _ in outcomes) == [False, True]
     assert outcomes[0][1:] == outcomes[1][1:]
+
+
+def test_fsspec_cache_round_trips_and_publishes_whole_objects(tmp_path):
+    from shiftcheck.probes.cache import open_cache
+    from shiftcheck.probes.remote_cache import FsspecResultCache
+
+    cache = open_cache((tmp_path / "remote").as_uri())
+    assert isinstance(cache, FsspecResultCache)
+    key = CacheKey("sha256:x", "importance", {"unit": {"prompts": "ab"}}, "v1")
+    assert cache.load(key) is None
+    arrays = {"p0/S0": np.arange(6, dtype=np.uint8).reshape(2, 3), "p0/mask": np.array([1, 0], dtype=np.uint8)}
+    calls = []
+    entry, hit = cache.get_or_compute(key, lambda: calls.append(1) or CacheEntry({"label": "base"}, arrays))
+    assert not hit and calls == [1]
+    again, hit = cache.get_or_compute(key, lambda: calls.append(2) or CacheEntry({}, {}))
+    assert hit and calls == [1] and again.meta == {"label": "base"}
+    np.testing.assert_array_equal(again.arrays["p0/S0"], arrays["p0/S0"])
+    assert not list((tmp_path / "remote").glob("*.tmp"))
+    other = CacheKey("sha256:y", "importance", {"unit": {"prompts": "ab"}}, "v1")
+    (tmp_path / "remote" / f"{other.digest}.entry.npz").write_bytes(
+        (tmp_path / "remote" / f"{key.digest}.entry.npz").read_bytes())
+    assert cache.load(other) is None  # an object under the wrong name is never served
+    assert cache.info().entries == {"importance": 2}
+    assert cache.clear() == 2 and cache.load(key) is None

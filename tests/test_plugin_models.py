@@ -111,10 +111,12 @@ def _forty_prompts(suite) -> None:
                                  "instruction_char_spans": [[0, 9]]}) + "\n")
 
 
-def test_ci_matrix_shards_then_a_merging_run_equal_a_single_process(suite, checkpoints, tmp_path):
+@pytest.mark.parametrize("url", [False, True], ids=["shared-dir", "fsspec-file-url"])
+def test_ci_matrix_shards_then_a_merging_run_equal_a_single_process(suite, checkpoints, tmp_path, url):
     _forty_prompts(suite)
     _, single = run(suite, checkpoints["a"], checkpoints["b"])
-    suite._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path / "shared"))
+    shared = tmp_path / "shared"
+    suite._monkeypatch.setenv("SHIFTCHECK_CACHE", shared.as_uri() if url else str(shared))
     shutil.rmtree(suite.path / "shiftcheck-report")
     for shard in ("0/2", "1/2"):
         result, _ = run(suite, checkpoints["a"], checkpoints["b"], "--shiftcheck-shard", shard)
@@ -128,3 +130,5 @@ def test_ci_matrix_shards_then_a_merging_run_equal_a_single_process(suite, check
     assert refs["base"]["units_computed"] == 0 and refs["tuned"]["units_computed"] == 0  # all cache hits
     assert merged["context"]["importance_scores"] == single["context"]["importance_scores"]
     assert [f.get("numbers") for f in merged["findings"]] == [f.get("numbers") for f in single["findings"]]
+    if url:
+        assert len(list(shared.glob("*.entry.npz"))) == 6  # 3 units x 2 models, one object each
