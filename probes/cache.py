@@ -276,6 +276,10 @@ class ResultCache:
         """``<root>/<key.digest>.lock``."""
         return self.root / f"{key.digest}.lock"
 
+    def has(self, key: CacheKey) -> bool:
+        """Cheap presence check (the entry is verified only when loaded)."""
+        return (self.entry_dir(key) / META_FILE).is_file()
+
     def load(self, key: CacheKey) -> CacheEntry | None:
         """The verified entry for ``key``, or ``None`` (a damaged entry is logged as a warning)."""
         entry, reason = read_entry(self.entry_dir(key), key)

@@ -82,6 +82,10 @@ class FsspecResultCache:
     def _path(self, key: CacheKey) -> str:
         return f"{self._fs()[1]}/{key.digest}{SUFFIX}"
 
+    def has(self, key: CacheKey) -> bool:
+        fs, _ = self._fs()
+        return bool(fs.exists(self._path(key)))
+
     def load(self, key: CacheKey) -> CacheEntry | None:
         fs, _ = self._fs()
         path = self._path(key)

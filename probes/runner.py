@@ -202,6 +202,16 @@ def resolve_ref(
     return CheckpointRef(label, spec, location, fingerprint, revision, adapter)
 
 
+def quiet_loading() -> None:
+    """transformers' per-tensor "Loading weights" bars would interleave with the suite's own progress."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def _free(checkpoint: Checkpoint | None) -> None:
     """Drop a checkpoint and give its memory back before the next model loads."""
     del checkpoint
@@ -225,6 +235,9 @@ class PairRunner:
     cache: ResultCache
     progress: Progress | None = None
     _info: PairInfo | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        quiet_loading()
 
     def options_for(self, ref: CheckpointRef) -> LoadOptions:
         return LoadOptions(
@@ -256,6 +269,7 @@ class PairRunner:
                 if not loaded:
                     loaded.append(load_checkpoint(ref.location, self.options_for(ref)))
                 return loaded[0]
+
 
             runs.append(run(probe, ref.label, ref.fingerprint, self.cache, load, self.progress, share))
             _free(loaded.pop() if loaded else None)
