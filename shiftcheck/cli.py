@@ -141,7 +141,13 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 # --- entry point ---------------------------------------------------------------------------------
 
 # Each probe module registers its export command here (name -> adder), in the order of the findings.
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_world, _add_cache)
+def _add_paper_data(sub: argparse._SubParsersAction) -> None:
+    from shiftcheck.cli_paper_data import add_paper_data
+
+    add_paper_data(sub)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_world, _add_cache, _add_paper_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
