@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from shiftcheck.probes.importance.config import MODES
+from shiftcheck.probes.importance.precision import fp32_compute
 from shiftcheck.probes.importance.errors import AttributionError, AttributionOOMError, NonFiniteAttributionError
 from shiftcheck.probes.importance.tokens import PromptEncoding, build_sequence
 
@@ -20,11 +21,13 @@ from shiftcheck.probes.importance.tokens import PromptEncoding, build_sequence
 
 
 def _check_fp32(model: torch.nn.Module) -> None:
+    """Storage may be float32, bfloat16 or float16 (maths is float32 under :func:`fp32_compute`);
+    anything else cannot carry gradients."""
     dtype = next(model.parameters()).dtype
-    if dtype != torch.float32:
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise AttributionError(
-            f"attribution needs float32 weights (METHODS §7: bf16/fp16 gradients tie the column maxima); "
-            f"the model is {dtype}. Load it with --dtype float32."
+            f"attribution needs float32 gradients (METHODS §7: bf16/fp16 gradients tie the column maxima); "
+            f"weights stored as {dtype} cannot be upcast for it. Load with --dtype float32 or bfloat16."
         )
 
 
@@ -190,6 +193,15 @@ def choose_mode(mode: str, prompt_len: int, resp_len: int) -> str:
     return "jvp" if 2 * prompt_len < resp_len else "vjp"
 
 
+def _raw(model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chosen: str,
+         chunk: int | None) -> np.ndarray:
+    if chosen == "loop":
+        return importance_loop(model, enc, response_ids)
+    if chosen == "vjp":
+        return importance_vjp(model, enc, response_ids, chunk)
+    return importance_jvp(model, enc, response_ids, chunk)
+
+
 def raw_importance(
     model: torch.nn.Module,
     enc: PromptEncoding,
@@ -202,12 +214,8 @@ def raw_importance(
     _check_fp32(model)
     chosen = choose_mode(mode, len(enc.prompt_ids), len(response_ids))
     try:
-        if chosen == "loop":
-            I = importance_loop(model, enc, response_ids)
-        elif chosen == "vjp":
-            I = importance_vjp(model, enc, response_ids, chunk)
-        else:
-            I = importance_jvp(model, enc, response_ids, chunk)
+        with fp32_compute(model):
+            I = _raw(model, enc, response_ids, chosen, chunk)
     except AttributionOOMError as exc:
         raise AttributionOOMError(
             f"instance {instance_id!r}, attribution forward/backward pass ({chosen}, {len(enc.prompt_ids)} prompt x "
