@@ -80,3 +80,42 @@ def score_distributions(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def verb_shares_by_group(groups: Mapping[str, Mapping[str, Sequence[float]]], threshold: float, path: Path) -> Path:
+    """Finding 2: mean ± std share of changed heads per layer group, instruction vs control verbs."""
+    plt = _pyplot()
+    names = list(groups)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(names)), 3.2))
+    for offset, kind, color in ((-0.18, "instruction", "#d95f02"), (0.18, "control", "#7570b3")):
+        vals = [np.asarray(groups[n][kind], dtype=float) for n in names]
+        ax.bar(x + offset, [v.mean() if v.size else 0 for v in vals], 0.36,
+               yerr=[v.std() if v.size else 0 for v in vals], color=color, label=f"{kind} verbs", capsize=3)
+    ax.axhline(threshold, color="k", lw=0.8, ls="--", label=f"threshold {threshold}")
+    ax.set_xticks(x, [f"{n}\nlayers {groups[n]['layers'][0]}-{groups[n]['layers'][1]}" for n in names])
+    ax.set_ylabel("share of changed heads\nwith more pairs (tuned)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def per_layer_lines(series: Mapping[str, Sequence[float]], ylabel: str, path: Path) -> Path:
+    """One line per named series over layers (e.g. Figure 2's pair-list change, pairs per layer)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, values in series.items():
+        ax.plot(range(len(values)), values, marker="o", ms=3, label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -63,3 +63,56 @@ def save_lexical(model, tokenizer, out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+def add_noise(model, norm: float, seed: int = 0) -> None:
+    """A random perturbation of Frobenius norm ``norm`` spread over every layer's W_Q and W_K."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for layer in model.model.layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight)]
+    noise = [torch.randn(p.shape, generator=gen) for p in params]
+    total = torch.sqrt(sum((n**2).sum() for n in noise))
+    with torch.no_grad():
+        for p, n in zip(params, noise):
+            p.add_(n * (norm / total))
+
+
+def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 5, scale: float = 4.0,
+                         seed: int = 0) -> float:
+    """Finding 2's planted truth: in every head of ``layer``, pairs of query/key dimensions are set so
+    that a small group of instruction verbs are the query words and their GloVe neighbours the key
+    words (two dimensions per group, so each pair is seen twice: §2.5 keeps pairs counted >= 2).
+    Every instruction verb of the vocabulary gets such a group in every head. Returns the Frobenius
+    norm of the edit."""
+    from shiftcheck.probes.models.architectures import WeightViews
+
+    views = WeightViews(model)
+    vocab = tokenizer.get_vocab()
+    verbs = [v for v in words.instruction_verbs().words if v in vocab]
+    names = [w for w, _ in sorted(vocab.items(), key=lambda x: x[1])]
+    E = model.get_input_embeddings().weight.detach().double()
+    G = torch.tensor(words.glove_matrix(kv, names), dtype=torch.float64)
+    attn = model.model.layers[layer].self_attn
+    g = views.attn_norm_gain(layer).detach().double()
+    d_head, n_heads, n_kv = views.d_head, views.n_heads, views.n_kv_heads
+    groups = [verbs[i : i + per_group] for i in range(0, len(verbs), per_group)]
+    if 2 * len(groups) > d_head:
+        raise ValueError(f"{len(groups)} verb groups need {2 * len(groups)} dimensions; heads have {d_head}")
+    rng = np.random.default_rng(seed)
+    before = [attn.q_proj.weight.detach().clone(), attn.k_proj.weight.detach().clone()]
+    per_kv = n_heads // n_kv
+    with torch.no_grad():
+        for kvh in range(n_kv):
+            dims = rng.permutation(d_head)
+            for k, group in enumerate(groups):
+                ids = torch.tensor([vocab[v] for v in group])
+                sims = G[ids] @ G.T
+                sims[:, ids] = -1
+                sims[:, :4] = -1  # never the special tokens
+                neighbours = sims.topk(4, dim=1).indices.flatten().unique()
+                q_dir, k_dir = E[ids].mean(0), E[neighbours].mean(0)
+                for d in dims[2 * k : 2 * k + 2]:  # one neuron = the same dimension of a query head and its kv head
+                    attn.k_proj.weight[kvh * d_head + d] = (scale * k_dir / k_dir.norm() / g).float()
+                    for h in range(kvh * per_kv, (kvh + 1) * per_kv):
+                        attn.q_proj.weight[h * d_head + d] = (scale * q_dir / q_dir.norm() / g).float()
+        delta = ((attn.q_proj.weight - before[0]) ** 2).sum() + ((attn.k_proj.weight - before[1]) ** 2).sum()
+    return float(delta.sqrt())

@@ -1,0 +1,235 @@
+"""Finding 2's probe (METHODS §2): hand-worked pairs, a slow reference, thresholds, the verb share,
+the authors' TSV, and planted / noise / null pairs through the real behaviour test."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiftcheck.probes import attention as at
+from shiftcheck.probes import words
+from shiftcheck.probes.attention_io import neuron_rows, read_pairs_tsv, split_pair, write_pairs_tsv
+
+pytest_plugins = ["pytester"]
+
+
+def _space(vectors: dict[str, list[float]], theta: list[float]) -> at.WordSpace:
+    names = tuple(vectors)
+    G = torch.tensor(np.array([np.asarray(v) / (np.linalg.norm(v) or 1) for v in vectors.values()]), dtype=torch.float64)
+    first: dict[str, int] = {}
+    lower = np.array([first.setdefault(w.lower(), i) for i, w in enumerate(names)])
+    return at.WordSpace(words.WordList("t", names, "test"), lower, G, torch.tensor(theta, dtype=torch.float64), "test")
+
+
+def test_a_hand_built_head_keeps_exactly_the_pairs_worked_out_by_hand():
+    # GloVe: cat~dog (cos 0.8), car~road (cos 0.6), cat/car unrelated (0), sun alone.
+    ws = _space({"cat": [1, 0, 0], "dog": [0.8, 0.6, 0], "car": [0, 0, 1], "road": [0, 0.8, 0.6], "sun": [0, 1, 0]},
+                theta=[0.5, 0.5, 0.5, 0.5, 0.9])
+    # two neurons, top_k = 2: neuron 0 queries {cat, car} and keys {dog, road}; neuron 1 queries
+    # {cat, dog} keys {dog, cat} but with opposite signs for dog's key activation.
+    Hq = torch.tensor([[3.0, 2.0], [0.1, 1.5], [2.0, 0.0], [0.0, 0.0], [0.0, 0.1]], dtype=torch.float64)
+    Hk = torch.tensor([[0.0, 2.0], [2.5, -3.0], [0.0, 0.0], [1.5, 0.0], [0.2, 0.0]], dtype=torch.float64)
+    np_ = at.neuron_pairs(Hq, Hk, ws, np.ones(5, bool), top_k=2)
+    got = {(int(d), ws.candidates.words[q], ws.candidates.words[k]) for d, q, k in zip(np_.dim, np_.q, np_.k)}
+    # neuron 0: (cat,dog) c=.8>.5 same sign; (car,road) c=.6 same sign; (cat,road) c=0; (car,dog) c=0.
+    # neuron 1: Tq={cat,dog}, Tk={dog,cat}: (cat,dog) sign + * - fails; (dog,cat) + * + passes; (cat,cat), (dog,dog) equal words.
+    assert got == {(0, "cat", "dog"), (0, "car", "road"), (1, "dog", "cat")}
+    kept = at.head_pairs(np_, ws.lower_id, min_count=2)
+    assert [tuple(ws.candidates.words[i] for i in row) for row in kept] == [("cat", "dog")]  # seen twice
+
+
+def _reference_pairs(Hq, Hk, ws, has_tokens, k):
+    """The obvious loops of §2.4-2.5, for agreement."""
+    counts: dict[tuple[int, int], int] = {}
+    V = Hq.shape[0]
+    allowed = [w for w in range(V) if has_tokens[w]]
+    for d in range(Hq.shape[1]):
+        tq = sorted(allowed, key=lambda w: -abs(float(Hq[w, d])))[:k]
+        tk = sorted(allowed, key=lambda w: -abs(float(Hk[w, d])))[:k]
+        for a in tq:
+            for b in tk:
+                c = float(ws.G[a] @ ws.G[b])
+                if a != b and c > 0 and c > float(ws.theta[a]) and c > float(ws.theta[b]) and Hq[a, d] * Hk[b, d] > 0:
+                    key = tuple(sorted((int(ws.lower_id[a]), int(ws.lower_id[b]))))
+                    counts[key] = counts.get(key, 0) + 1
+    return {p for p, n in counts.items() if n >= 2}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_batched_probe_agrees_with_the_obvious_loops_gqa_included(seed):
+    from builders import tiny_model
+    from shiftcheck.probes.models.architectures import WeightViews
+
+    rng = np.random.default_rng(seed)
+    V = 40
+    names = [f"w{i}" for i in range(V)] + ["W3"]  # a case variant shares w3's lower-case identity
+    ws = _space({n: rng.normal(size=8) for n in names}, theta=list(rng.uniform(0.0, 0.4, V + 1)))
+    model = tiny_model("llama", seed=seed)  # 4 query heads, 2 kv heads
+    views = WeightViews(model)
+    E_w = torch.tensor(rng.normal(size=(V + 1, views.d_model)), dtype=torch.float64)
+    has = rng.uniform(size=V + 1) > 0.1
+    Hq, Hk = at.head_activations(views, E_w, layer=1)
+    for h in range(views.n_heads):
+        got = {tuple(map(int, r)) for r in at.head_pairs(at.neuron_pairs(Hq[h], Hk[h], ws, has, 7), ws.lower_id, 2)}
+        assert got == _reference_pairs(Hq[h], Hk[h], ws, has, 7), h
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(5, 30), st.integers(2, 10))
+def test_thresholds_equal_a_direct_per_word_computation(seed, n, baseline):
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(n, 4))
+    G /= np.linalg.norm(G, axis=1, keepdims=True)
+    got = at.thresholds(torch.tensor(G), baseline=min(baseline, n), z=1.96, chunk=3).numpy()
+    for w in range(n):
+        c = np.array([G[w] @ G[u] for u in range(min(baseline, n))])
+        assert got[w] == pytest.approx(c.mean() + 1.96 * c.std(), abs=1e-12)
+
+
+def _result(label, counts: dict[tuple[int, int], list[tuple[str, str]]], n_layers=4, n_heads=2):
+    vocab: dict[str, int] = {}
+    pairs = {key: np.array([(vocab.setdefault(a, len(vocab)), vocab.setdefault(b, len(vocab))) for a, b in p],
+                           dtype=np.int64).reshape(-1, 2) for key, p in counts.items()}
+    return at.AttentionResult(label, n_layers, n_heads, tuple(vocab), 0, pairs)
+
+
+def test_verb_share_skips_unchanged_heads_and_drops_verbs_without_change():
+    base = _result("b", {(0, 0): [("write", "poem")], (0, 1): [("give", "gift")], (1, 0): [("write", "text")]})
+    tuned = _result("t", {(0, 0): [("write", "poem"), ("write", "essay")], (0, 1): [("give", "gift")],
+                          (1, 0): []})
+    s = at.verb_shares(base, tuned, ["write", "give", "sing"], layers=[0, 1])
+    # write: head (0,0) up 1->2, head (1,0) down 1->0, head (0,1) unchanged (skipped): share 1/2.
+    # give: unchanged everywhere -> dropped; sing: never appears -> dropped.
+    assert s.shares == {"write": 0.5} and s.changed_heads == {"write": 2} and s.dropped == 2
+
+
+def test_layer_groups_are_quarters_of_the_depth():
+    assert [at.layer_group(layer, 32) for layer in (0, 7, 8, 31)] == [0, 0, 1, 3]
+    assert at.group_layers(0, 30) == [0, 1, 2, 3, 4, 5, 6, 7] and at.group_layers(3, 30)[-1] == 29
+
+
+def test_the_authors_tsv_round_trips_with_escapes_and_ambiguous_words(tmp_path):
+    names = ("a/nb", "cat", "dog", "x=y", "|")
+    np_ = at.NeuronPairs(dim=np.array([0, 0, 1, 1]), q=np.array([1, 3, 1, 2]), k=np.array([2, 4, 2, 0]),
+                         c=np.array([0.9, 0.8, 0.7, 0.6]), order=np.array([1, 0]), energy=np.array([1.0, 2.0]))
+    words_ = tuple(n.replace("/n", "\n") for n in names)
+    path = tmp_path / "pairs.tsv"
+    write_pairs_tsv(path, neuron_rows("m", "135M", 3, 2, np_, words_))
+    lines = path.read_text().splitlines()
+    assert lines[0] == "Model\tSize\tLayer\tType\tHead\tDim\tRank\tScore\tTopK"
+    assert lines[1].split("\t")[5:7] == ["1", "1"]  # the higher-energy dim comes first
+    assert "a/nb=dog" in lines[1] and "\n" not in lines[1]
+    result = read_pairs_tsv(path, "base", min_count=2)
+    assert result.pair_set(3, 2) == {("cat", "dog")}  # seen in both neurons
+    assert split_pair("x=y=|") == ("x", "y=|") and split_pair("==x") == ("=", "x") and split_pair("=") is None
+
+
+# --------------------------------------------------------------------------------------------- planted truth
+
+
+@pytest.fixture(scope="module")
+def lexical_pairs(tmp_path_factory):
+    from lexical import add_noise, lexical_model, lexical_vocab, plant_verb_relations, save_lexical
+
+    root = tmp_path_factory.mktemp("lexical")
+    kv = words.load_glove()
+    base, tok = lexical_model(kv, lexical_vocab(kv))
+    planted = copy.deepcopy(base)
+    norm = plant_verb_relations(planted, tok, kv)
+    noisy = copy.deepcopy(base)
+    add_noise(noisy, norm, seed=1)
+    return {name: save_lexical(m, tok, root / name) for name, m in
+            (("base", base), ("planted", planted), ("noise", noisy))}
+
+
+@pytest.fixture
+def suite(pytester, tmp_path_factory):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "behaviour_tests" / "test_attention_verbs.py"
+    shutil.copy(src, pytester.path / src.name)
+    pytester.makeini("[pytest]\n")
+    pytester._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path_factory.getbasetemp() / "attention-cache"))
+    return pytester
+
+
+def _run(suite, base, tuned):
+    result = suite.runpytest_subprocess("--base", str(base), "--tuned", str(tuned), "--device", "cpu",
+                                        "-p", "no:cacheprovider", "-rs")
+    return result, json.loads((suite.path / "shiftcheck-report" / "results.json").read_text())
+
+
+def test_a_planted_verb_relation_passes_in_the_lowest_group(suite, lexical_pairs):
+    result, report = _run(suite, lexical_pairs["base"], lexical_pairs["planted"])
+    result.assert_outcomes(passed=4)  # g0 asserted; g1-g3 recorded as information
+    g0 = next(f for f in report["findings"] if f["test"].endswith("[g0]"))
+    assert g0["outcome"] == "pass" and g0["numbers"]["instruction_mean"] > 0.5
+    assert g0["numbers"]["instruction_n"] >= 5 and g0["numbers"]["p_value"] < 0.05
+    assert (suite.path / "shiftcheck-report" / "figures" / "attention_verb_shares.png").stat().st_size > 1000
+
+
+def test_noise_of_the_same_norm_fails(suite, lexical_pairs):
+    result, report = _run(suite, lexical_pairs["base"], lexical_pairs["noise"])
+    result.assert_outcomes(failed=1, passed=3)
+    g0 = next(f for f in report["findings"] if f["test"].endswith("[g0]"))
+    assert g0["outcome"] in ("fail", "inconclusive")
+
+
+def test_the_base_against_itself_fails_saying_no_head_changed(suite, lexical_pairs):
+    result, _ = _run(suite, lexical_pairs["base"], lexical_pairs["base"])
+    result.assert_outcomes(failed=1, passed=3)
+    result.stdout.fnmatch_lines(["*no head changed*"])
+
+
+def test_the_embedded_world_is_toy_scale_and_skips_with_the_reason(pytester):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "behaviour_tests" / "test_attention_verbs.py"
+    shutil.copy(src, pytester.path / src.name)
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*toy scale: the model has 2 layers*"])
+
+
+@pytest.mark.parametrize("seed", [1, 2])  # seed 0 runs through the behaviour test above
+def test_planted_passes_and_noise_does_not_over_seeds(seed):
+    """The statistic directly, several lexical bases: planted always passes, noise never does."""
+    from builders import tiny_model  # noqa: F401  (keeps the tests/ path import explicit)
+    from lexical import add_noise, lexical_model, lexical_vocab, plant_verb_relations
+    from shiftcheck.probes.models.architectures import WeightViews
+
+    kv = _glove()
+    base, tok = lexical_model(kv, lexical_vocab(kv), seed=seed)
+    probe = at.AttentionProbe(4, words.candidate_words())
+
+    class Ck:
+        def __init__(self, m):
+            self.views, self.tokenizer = WeightViews(m), tok
+
+    def run(m):
+        return probe.combine("x", [probe.run_unit(Ck(m), {"layers": [0, 4]})])
+
+    planted, noisy = copy.deepcopy(base), copy.deepcopy(base)
+    add_noise(noisy, plant_verb_relations(planted, tok, kv, seed=seed), seed=seed)
+    rb = run(base)
+    iv, cv = words.instruction_verbs().words, words.control_verbs().words
+    assert at.verb_verdict(rb, run(planted), 0, iv, cv, 0.5, 0.05, 5).outcome == "pass"
+    assert at.verb_verdict(rb, run(noisy), 0, iv, cv, 0.5, 0.05, 5).outcome != "pass"
+
+
+_KV: list = []
+
+
+def _glove():
+    if not _KV:
+        _KV.append(words.load_glove())
+    return _KV[0]
