@@ -41,6 +41,10 @@ class AnswerCache:
             self._db.execute("INSERT OR REPLACE INTO answers (key, model, answer) VALUES (?, ?, ?)",
                              (key, model, answer))
 
+    def has_model(self, model: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM answers WHERE model = ? LIMIT 1", (model,)).fetchone() is not None
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])

@@ -44,10 +44,11 @@ class OpenAIAnnotator:
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 4, cache_path: str | Path | None = None, log: Callable[[str], None] | None = None,
-                 max_attempts: int = 6, backoff_s: float = 1.0, timeout_s: float = 60.0) -> None:
+                 max_attempts: int = 6, backoff_s: float = 1.0, timeout_s: float = 60.0,
+                 cache_only: bool = False) -> None:
         import openai
 
-        key = os.environ.get(api_key_env)
+        key = os.environ.get(api_key_env) or ("cache-only" if cache_only else None)
         if not key:
             raise AnnotatorError(f"openai:{model}: the environment variable {api_key_env} (--annotator-api-key-env) "
                                  "is not set")
@@ -84,6 +85,9 @@ class OpenAIAnnotator:
         answer = self._request(messages, temperature, top_p, seed)
         self.cache.put(key, self.model, answer)
         return answer
+
+    def has_cached_answers(self) -> bool:
+        return self.cache.has_model(self.model)
 
     def estimate(self, components: Sequence[Component], repetitions: int) -> tuple[int, int, int]:
         """(upper bound of calls, describe calls already cached, estimated tokens of the misses)."""
