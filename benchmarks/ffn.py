@@ -3,6 +3,7 @@
     python benchmarks/ffn.py smollm2 [--out docs/ffn_smollm2.json]     # real SmolLM2-135M GGUF, CPU
     python benchmarks/ffn.py shape7b --device cuda                    # 7B shape (32 x 11008 x 4096), random
     python benchmarks/ffn.py shape7b --device cpu --layers 2          # the same shape, 2 layers, on a CPU
+    python benchmarks/ffn.py heuristic-tsv --tsv ffn.tsv --annotated ffn.annotated.tsv   # label a TSV offline
 
 Reports seconds (load, word vectors, PCA + words) and peak memory (process max RSS; CUDA peak
 allocated when on a GPU). The SmolLM2 mode also prints the top words of a few components and the
@@ -98,16 +99,37 @@ def shape7b(args) -> dict:
     return out
 
 
+def heuristic_tsv(args) -> dict:
+    """Annotate a components TSV (authors' format) with the heuristic; write the annotated TSV."""
+    from shiftcheck.probes import words
+    from shiftcheck.probes.annotators import Component
+    from shiftcheck.probes.annotators.heuristic import HeuristicAnnotator
+    from shiftcheck.probes.annotators.replay import write_annotations
+    from shiftcheck.probes.ffn import read_tsv, split_topk
+
+    rows = read_tsv(args.tsv)
+    comps = [Component(int(r["Layer"]), int(r["Rank"]), tuple(split_topk(r["TopK"])[:15])) for r in rows]
+    t = time.perf_counter()
+    reps = HeuristicAnnotator(glove=words.load_glove()).annotate(comps, 1)
+    seconds = time.perf_counter() - t
+    write_annotations(reps, Path(args.annotated), rows[0]["Model"], rows[0]["Size"])
+    expl = [a for a in reps[0] if a.explainable]
+    return {"mode": "heuristic-tsv", "components": len(comps), "explainable": len(expl), "seconds": seconds,
+            "examples": [{"layer": a.layer, "rank": a.rank, "description": a.description, "scenario": a.scenario,
+                          "level": a.level, "words": list(a.words)} for a in expl[:12]]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("smollm2", "shape7b"))
+    p.add_argument("mode", choices=("smollm2", "shape7b", "heuristic-tsv"))
+    p.add_argument("--annotated", default=None, help="heuristic-tsv: the annotated TSV to write")
     p.add_argument("--device", default="cpu")
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--float64", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tsv", default=None, help="smollm2: also write the components TSV here")
     p.add_argument("--out", default=None, help="write the JSON figures here")
     args = p.parse_args()
-    result = smollm2(args) if args.mode == "smollm2" else shape7b(args)
+    result = {"smollm2": smollm2, "shape7b": shape7b, "heuristic-tsv": heuristic_tsv}[args.mode](args)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     if args.out:

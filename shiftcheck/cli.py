@@ -145,7 +145,9 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 # --- entry point ---------------------------------------------------------------------------------
 
 # Each probe module registers its export command here (name -> adder), in the order of the findings.
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_world, _add_cache)
+from shiftcheck.ffn_cli import add_ffn_words  # noqa: E402  (finding 3; imports nothing heavy)
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_world, _add_cache, add_ffn_words)
 
 
 def build_parser() -> argparse.ArgumentParser:

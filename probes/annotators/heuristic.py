@@ -64,7 +64,8 @@ thousand million billion half twice double triple""".split())
 _BUILTINS = frozenset(n.lower() for n in dir(builtins)) | frozenset(keyword.kwlist)
 _OPERATORS = re.compile(r"^[\d\s.,+\-*/^=<>%()√∑∫π±×÷]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-OTHER_LANGS = ("es", "fr", "de", "it", "pt", "nl", "ru", "zh", "ja", "ko", "ar", "pl", "tr")
+OTHER_LANGS = ("es", "fr", "de", "it", "pt", "nl", "pl", "tr", "sv", "id")  # Latin-script languages; other
+# scripts are caught by the code-point test (zh/ja/ko lookups would need jieba / mecab)
 
 
 def _is_code(w: str) -> bool:
