@@ -4,7 +4,7 @@ The lexical base's tied embeddings are GloVe-50d projected to d_model = 64: a 15
 not linearly separable there (measured: the best direction toward 12 maths words shows 0-2 of them
 in its top 15). So this test base adds one feature direction per cluster to the embedding rows of
 the cluster's words, the SAME in base and tuned: spelling features stand in for the subword tokens
-that words with one ending share in a real BPE model (-ing, -ly, -tion, -ment; -ight, -ate, -ay),
+that words with one ending share in a real BPE model (-ing, -ly, -tion, -ment; -ight, -ate, -ine),
 topic features for what a trained model encodes (maths, code). Base and tuned then differ only in
 their down-projections: some of the lowest-variance principal directions of W_out are rotated onto
 cluster directions (the SVD is rebuilt with the same singular values).
@@ -29,7 +29,7 @@ from shiftcheck.probes.models.architectures import WeightViews  # noqa: E402
 
 BASE_CLUSTERS = ("ing", "ly", "tion", "ment", "code", "math0")
 MATHS = ("math1", "math2")
-PHONOLOGY = ("ight", "ate", "ay")
+PHONOLOGY = ("ight", "ate", "ine")
 
 
 def _members(name: str, vocab: list[str]) -> list[str]:

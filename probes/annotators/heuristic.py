@@ -6,10 +6,11 @@ then use a chi-square test of pooled counts, see concepts.py).
 
 * morphology: a shared affix (suffix or prefix list below; inflections confirmed by lemminflect,
   whose lemma differs from the word);
-* phonology: a shared ending (2-4 letters) or onset (2 letters) that is not a listed affix;
+* phonology: a shared ending (3-4 letters) or onset (3 letters, not a hyphenated compound) that is
+  not a listed affix;
 * syntax: closed-class function words;
-* translation: most words not English (wordfreq: zero English frequency but known in another
-  language, or a non-Latin script);
+* translation: most words not English (wordfreq: another Latin-script language uses the word at
+  least 10x as often as English, or a non-Latin script);
 * coding: Python keywords and builtins (the interpreter's own lists), identifiers with ``_``,
   camelCase or dots, and common programming terms;
 * math: numbers, operators and mathematics vocabulary;
@@ -64,6 +65,7 @@ thousand million billion half twice double triple""".split())
 _BUILTINS = frozenset(n.lower() for n in dir(builtins)) | frozenset(keyword.kwlist)
 _OPERATORS = re.compile(r"^[\d\s.,+\-*/^=<>%()√∑∫π±×÷]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FOREIGN_RATIO = 10.0  # another language uses the word at least 10x as often as English does
 OTHER_LANGS = ("es", "fr", "de", "it", "pt", "nl", "pl", "tr", "sv", "id")  # Latin-script languages; other
 # scripts are caught by the code-point test (zh/ja/ko lookups would need jieba / mecab)
 
@@ -89,9 +91,11 @@ def _is_foreign(w: str) -> bool:
     if any(ord(c) > 0x24F for c in w if c.isalpha()):  # beyond Latin Extended: another script
         return True
     lw = w.lower()
-    if not lw.isalpha() or word_frequency(lw, "en") > 0:
+    if not lw.isalpha():
         return False
-    return any(word_frequency(lw, lang) > 1e-7 for lang in OTHER_LANGS)
+    en = word_frequency(lw, "en")
+    other = max(word_frequency(lw, lang) for lang in OTHER_LANGS)
+    return other > 1e-7 and other > FOREIGN_RATIO * en
 
 
 def _inflected(w: str, suffix: str) -> bool:
@@ -120,12 +124,12 @@ def _best_affix(ws: list[str]) -> tuple[str, int]:
 
 def _best_sound(ws: list[str]) -> tuple[str, int]:
     best = ("", 0)
-    for k in (4, 3, 2):
+    for k in (4, 3):  # two-letter endings are shared by chance too often (measured on SmolLM2's lists)
         c = Counter(w[-k:] for w in ws if len(w) > k)
         for end, n in c.items():
             if end.isalpha() and not any(end.endswith(s) or s.endswith(end) for s in SUFFIXES) and n > best[1]:
                 best = ("ending -" + end, n)
-    c = Counter(w[:2] for w in ws if len(w) > 3)
+    c = Counter(w[:3] for w in ws if len(w) > 4 and "-" not in w[:5])  # "well-", "self-": compounds, not sound
     for onset, n in c.items():
         if onset.isalpha() and not any(p.startswith(onset) or onset.startswith(p) for p in PREFIXES) and n > best[1]:
             best = ("onset " + onset + "-", n)
