@@ -186,6 +186,17 @@ def test_cache_survives_sigkill_and_rerun_makes_only_missing_calls(tmp_path):
                                    f"w{i}_{j}" for j in range(15))) for i in range(n)], 1)
         assert srv.requests - before == total - saved
         assert all(a.explainable for a in reps[0])
+    # the report of a run with this annotator (verdicts, FFN section, figures, settings)
+    from shiftcheck.fixtures.ffn import FfnLabels, ffn_context
+    from shiftcheck.fixtures.options import Settings
+    from shiftcheck.fixtures.report import write_report
+
+    lab = FfnLabels(reps, reps, "openai:test-model@" + srv.url, "models")
+    verdict = concepts.linguistic_unchanged(reps, reps, 3.0, 0.05, lab.annotator)
+    settings = Settings(annotator="openai:test-model", annotator_base_url=srv.url, annotator_api_key_env=ENV)
+    write_report(tmp_path / "report", [dict(verdict.to_dict(), test="t::x", test_name="x", verdict=True)], {},
+                 {"ffn": ffn_context(lab)}, settings.to_json(), 0)
+    assert (tmp_path / "report" / "report.md").is_file()
     for f in [*tmp_path.rglob("*")]:
         if f.is_file():
             assert CANARY.encode() not in f.read_bytes(), f
