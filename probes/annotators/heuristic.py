@@ -10,7 +10,7 @@ then use a chi-square test of pooled counts, see concepts.py).
   not a listed affix;
 * syntax: closed-class function words;
 * translation: most words not English (wordfreq: another Latin-script language uses the word at
-  least 10x as often as English, or a non-Latin script);
+  least 10x as often as English with zipf >= 3 there, or a non-Latin script);
 * coding: Python keywords and builtins (the interpreter's own lists), identifiers with ``_``,
   camelCase or dots, and common programming terms;
 * math: numbers, operators and mathematics vocabulary;
@@ -66,6 +66,7 @@ _BUILTINS = frozenset(n.lower() for n in dir(builtins)) | frozenset(keyword.kwli
 _OPERATORS = re.compile(r"^[\d\s.,+\-*/^=<>%()√∑∫π±×÷]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FOREIGN_RATIO = 10.0  # another language uses the word at least 10x as often as English does
+FOREIGN_MIN = 1e-6  # zipf >= 3 in that language: rarer forms are mostly names, acronyms and fragments
 OTHER_LANGS = ("es", "fr", "de", "it", "pt", "nl", "pl", "tr", "sv", "id")  # Latin-script languages; other
 # scripts are caught by the code-point test (zh/ja/ko lookups would need jieba / mecab)
 
@@ -95,7 +96,7 @@ def _is_foreign(w: str) -> bool:
         return False
     en = word_frequency(lw, "en")
     other = max(word_frequency(lw, lang) for lang in OTHER_LANGS)
-    return other > 1e-7 and other > FOREIGN_RATIO * en
+    return other >= FOREIGN_MIN and other > FOREIGN_RATIO * en
 
 
 def _inflected(w: str, suffix: str) -> bool:
