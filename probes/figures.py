@@ -104,6 +104,33 @@ def verb_shares_by_group(groups: Mapping[str, Mapping[str, Sequence[float]]], th
     return path
 
 
+def ffn_level_distribution(levels: Mapping[str, Mapping[str, Sequence[float]]], categories: Sequence[str],
+                           path: Path, group: int = 4) -> Path:
+    """Figure 3: per layer group (``layer // group``), the % of explainable FFN components at each
+    linguistic level; ``levels[model][group] = [% per category]``, base and tuned side by side."""
+    plt = _pyplot()
+    models = [m for m in ("base", "tuned") if levels.get(m)]
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        groups = sorted(levels[model], key=int)
+        bottom = np.zeros(len(groups))
+        for j, cat in enumerate(categories):
+            vals = np.array([levels[model][g][j] for g in groups])
+            ax.bar(range(len(groups)), vals, bottom=bottom, label=cat)
+            bottom += vals
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{int(g) * group}-{int(g) * group + group - 1}" for g in groups], fontsize=7)
+        ax.set_xlabel("layers")
+        ax.set_ylabel("% of explainable components")
+        ax.set_title(model, fontsize=9)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def per_layer_lines(series: Mapping[str, Sequence[float]], ylabel: str, path: Path) -> Path:
     """One line per named series over layers (e.g. Figure 2's pair-list change, pairs per layer)."""
     plt = _pyplot()
@@ -114,6 +141,24 @@ def per_layer_lines(series: Mapping[str, Sequence[float]], ylabel: str, path: Pa
     ax.set_ylabel(ylabel)
     if len(series) > 1:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def ffn_cumulative_variance(cumulative: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
+    """Figure 8: cumulative explained-variance ratio of the principal components, one line per layer
+    (``cumulative[model][layer]``), base dashed grey and tuned blue."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for model, style in (("base", dict(color="#9e9e9e", ls="--")), ("tuned", dict(color="#1f77b4", ls="-"))):
+        for k, (layer, cum) in enumerate(sorted(cumulative.get(model, {}).items(), key=lambda kv: int(kv[0]))):
+            ax.plot(np.arange(1, len(cum) + 1), cum, lw=0.8, alpha=0.7, label=model if k == 0 else None, **style)
+    ax.set_xlabel("number of components")
+    ax.set_ylabel("cumulative explained variance")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -147,7 +147,10 @@ def _add_paper_data(sub: argparse._SubParsersAction) -> None:
     add_paper_data(sub)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_world, _add_cache, _add_paper_data)
+from shiftcheck.ffn_cli import add_ffn_words  # noqa: E402  (finding 3; imports nothing heavy)
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_world, _add_cache, _add_paper_data, add_ffn_words)
 
 
 def build_parser() -> argparse.ArgumentParser:
