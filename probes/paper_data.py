@@ -24,6 +24,7 @@ lists, tuples and dicts and refuses every other global by name, so a hostile fil
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import json
 import pickle
@@ -41,10 +42,13 @@ import numpy as np
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     try:
-        from numpy._core import multiarray
+        from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
-        from numpy.core import multiarray
+        from numpy.core import multiarray, numeric
     return {
+        # protocol 5 writes arrays as _frombuffer(buffer, dtype, shape, order): a view, no code run
+        ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
         ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
         ("numpy.core.multiarray", "scalar"): multiarray.scalar,
@@ -77,8 +81,12 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if RestrictedUnpickler._table is None:
             RestrictedUnpickler._table = {**_BUILTINS, **_numpy_globals()}
+        key = (module, name)
+        # Python 2 names (``__builtin__.bytes`` in protocol 0-2), mapped as pickle's fix_imports does
+        key = _compat_pickle.NAME_MAPPING.get(key, key)
+        key = (_compat_pickle.IMPORT_MAPPING.get(key[0], key[0]), key[1])
         try:
-            return RestrictedUnpickler._table[(module, name)]
+            return RestrictedUnpickler._table[key]
         except KeyError:
             raise UnsafePickleError(
                 f"refused to unpickle global {module}.{name}: only numpy arrays, strings, numbers, "
