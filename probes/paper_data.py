@@ -3,15 +3,20 @@
 Input: a clone of ``JacksonWuxs/Interpret_Instruction_Tuning_LLMs`` (GPL-3.0; our copy was made from
 commit 52508a0):
 
-* ``datasets/FinalDataset.tsv``: ``id  prompt  reference  instruction-annotation`` with the authors'
-  text escaping (``/n``, ``/t``, quoted fields; METHODS §6);
-* ``datasets/AnnotatedDataset.tsv``: ``File Model Prompt Reference Instruct Response Rating``;
-* ``results/attribution_interpret/ifa_<model>/<id>.pkl``: one pickled dict per prompt with
-  ``Input`` (prompt pieces), ``Output`` (response pieces), ``Explain`` (the N x M matrix).
+* ``datasets/FinalDataset.tsv``: header ``ID Prompt Response Instruct&Context``, then
+  ``id  prompt  reference  annotation`` with the authors' text escaping (``/n``, ``/t``, quoted
+  fields; METHODS §6); the annotation is ``instruction fragments &&& context``;
+* ``datasets/AnnotatedDataset.tsv``: header ``File Model Prompt Reference Instruct Response Rating``
+  (``File`` = ``<id>.pkl``; rating 1..4, -1 = unrated);
+* ``datasets/SingleShareGPT_Vocab.tsv``: no header, ``word  relative-frequency``;
+* ``results/attribution_interpret/ifa_<model>/<id>.pkl``: one pickled dict per prompt, written by
+  their ``run_instruct_following.py``: ``ID`` (str), ``Input`` (prompt pieces, BOS excluded),
+  ``Reference`` (str), ``Output`` (response pieces), ``Explain`` (float32 ndarray, N x M levels
+  0..10; shape ``(0,)`` when the response is empty).
 
-Output (what ``--replay-base/--replay-tuned`` and ``--ratings`` read): ``prompts.jsonl`` (METHODS §6,
-instruction spans expanded to whole prompt sentences as §1.7 describes), ``ratings.tsv`` and
-``attribution/<model>.npz`` + ``.jsonl``.
+Output (the layout of ``shared/paper-data``, docs/PAPER_DATA.md): ``prompts.jsonl``,
+``ratings.tsv`` + ``ratings.jsonl``, ``attribution/<model>.npz`` + ``.jsonl`` (what
+``probes/replay.py`` loads), ``sharegpt_vocab_raw.tsv`` and ``sharegpt_vocab.tsv``.
 
 The pickles are read with :class:`RestrictedUnpickler`, which admits numpy arrays, strings, numbers,
 lists, tuples and dicts and refuses every other global by name, so a hostile file cannot run code.
@@ -19,12 +24,13 @@ lists, tuples and dicts and refuses every other global by name, so a hostile fil
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import json
 import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +39,62 @@ import numpy as np
 # ---------------------------------------------------------------------------------------------
 # the restricted unpickler
 
-ALLOWED_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("builtins", "str"), ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"),
-    ("builtins", "int"), ("builtins", "float"), ("builtins", "bytes"), ("_codecs", "encode"),
-})
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    return {
+        # protocol 5 writes arrays as _frombuffer(buffer, dtype, shape, order): a view, no code run
+        ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
+        ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
+        ("numpy.core.multiarray", "scalar"): multiarray.scalar,
+        ("numpy._core.multiarray", "scalar"): multiarray.scalar,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
 
 
-class UnsafePickleError(ValueError):
+_BUILTINS = {("builtins", n): getattr(__import__("builtins"), n)
+             for n in ("str", "list", "dict", "tuple", "int", "float", "bytes")}
+# protocol 0-2 pickles spell bytes as _codecs.encode(str, "latin1"): pure, no side effect.
+_BUILTINS[("_codecs", "encode")] = __import__("_codecs").encode
+ALLOWED_GLOBALS = frozenset(set(_BUILTINS) | set(_numpy_globals()))
+
+
+class UnsafePickleError(pickle.UnpicklingError):
     """A pickle asked for a global outside :data:`ALLOWED_GLOBALS`; the message names it."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Admits only what numpy arrays and plain containers need; everything else is refused."""
+    """Admits only what numpy arrays and plain containers need; everything else is refused.
+
+    Admitted globals are resolved from a fixed table (nothing is imported on the pickle's say-so);
+    ``persistent_load`` keeps the default, which refuses persistent ids.
+    """
+
+    _table: dict[tuple[str, str], Any] | None = None
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafePickleError(f"refused to unpickle global {module}.{name}: only numpy arrays, strings, "
-                                    "numbers, lists, tuples and dicts are admitted")
-        return super().find_class(module, name)
+        if RestrictedUnpickler._table is None:
+            RestrictedUnpickler._table = {**_BUILTINS, **_numpy_globals()}
+        key = (module, name)
+        # Python 2 names (``__builtin__.bytes`` in protocol 0-2), mapped as pickle's fix_imports does
+        key = _compat_pickle.NAME_MAPPING.get(key, key)
+        key = (_compat_pickle.IMPORT_MAPPING.get(key[0], key[0]), key[1])
+        try:
+            return RestrictedUnpickler._table[key]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refused to unpickle global {module}.{name}: only numpy arrays, strings, numbers, "
+                "lists, tuples and dicts are admitted") from None
 
 
 def restricted_load(data: bytes) -> Any:
+    """``pickle.loads`` for untrusted bytes: only :data:`ALLOWED_GLOBALS` may be referenced."""
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
@@ -65,14 +103,20 @@ def restricted_load(data: bytes) -> Any:
 
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+")
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-_ID_SOURCES = (("user_oriented_task_", "self-instruct"), ("lima_author_", "lima"), ("mtbench_", "mt-bench"))
+_ID_SOURCES = (("user_oriented_task_", "self-instruct"), ("lima_author_", "lima"), ("lima_", "lima"),
+               ("mtbench_", "mt-bench"))
+EDGE_PIECES = frozenset({"\u2581", "<0x0A>", '\u2581"'})  # dropped at span edges by the authors
+
+
+class PaperDataError(ValueError):
+    """The authors' files are missing or do not look like their release."""
 
 
 def decode_text(text: str) -> str:
-    """The authors' escaping undone: ``/t`` -> tab, ``/n`` -> newline, a wrapping quote pair removed,
-    ``""`` -> ``"`` (it also rewrites genuine ``/n`` substrings, as their loader does)."""
+    """The authors' ``utils.decode``: ``/t`` -> tab, ``/n`` -> newline, a wrapping quote pair
+    removed, ``""`` -> ``"`` (it also rewrites genuine ``/n`` substrings, as their loader does)."""
     text = text.replace("/t", "\t").replace("/n", "\n")
-    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+    if text.startswith('"') and text.endswith('"'):
         text = text[1:-1]
     return text.replace('""', '"')
 
@@ -84,13 +128,26 @@ def source_of(prompt_id: str) -> str:
     return re.sub(r"[_-]?\d+$", "", prompt_id)
 
 
+def subset_of(prompt_id: str) -> str:
+    """MT-Bench category from ``mtbench_<category>_<n>``; empty for the other sources."""
+    m = re.fullmatch(r"mtbench_(.+)_\d+", prompt_id)
+    return m.group(1) if m else ""
+
+
+def split_annotation(annotation: str) -> tuple[str, str]:
+    """``instruction fragments &&& context`` -> (instruction part, context part)."""
+    inst, _, context = annotation.partition("&&&")
+    return inst, context
+
+
 def instruction_sentences(prompt: str, annotation: str) -> list[str]:
-    """§1.7: each annotated fragment, cut into sentences, is mapped to the first prompt sentence that
-    contains it (a leading ``Input:`` removed; ``Output:`` is never instruction). An empty piece
-    matches the first prompt sentence, the authors' quirk."""
+    """§1.7 (their ``utils.annotate``): each annotated fragment, cut into sentences, is mapped to the
+    first prompt sentence that contains it (a leading ``Input:`` removed; ``Output:`` is never
+    instruction). An empty piece matches the first prompt sentence, the authors' quirk. Returned in
+    order of discovery, without duplicates."""
     sentences = [s for line in prompt.split("\n") for s in _SENTENCE.split(line)]
     found: list[str] = []
-    for fragment in annotation.split("&&&")[0].replace("\n", "|||").split("|||"):
+    for fragment in split_annotation(annotation)[0].replace("\n", "|||").split("|||"):
         for piece in _SENTENCE.split(fragment):
             match = next((s for s in sentences if piece in s), None)
             if match is None:
@@ -103,33 +160,175 @@ def instruction_sentences(prompt: str, annotation: str) -> list[str]:
 
 
 def char_spans(prompt: str, sentences: list[str]) -> list[list[int]]:
-    """``[start, end)`` of the first occurrence of each sentence, in prompt order."""
-    spans = sorted({(prompt.index(s), prompt.index(s) + len(s)) for s in sentences if s in prompt})
-    return [list(s) for s in spans]
+    """``[start, end)`` of the first occurrence of each sentence, in the order given, narrowed to
+    exclude whitespace at its two ends (a fragment like ``" on Overleaf."`` keeps its space in
+    ``instruction_spans`` but not in its offsets)."""
+    spans = []
+    for sentence in sentences:
+        if not sentence.strip() or sentence not in prompt:
+            continue
+        start = prompt.index(sentence)
+        end = start + len(sentence)
+        start += len(sentence) - len(sentence.lstrip())
+        end -= len(sentence) - len(sentence.rstrip())
+        spans.append([start, end])
+    return spans
 
 
 def piece_offsets(pieces: list[str], text: str) -> list[tuple[int, int]] | None:
-    """Character ranges of SentencePiece ``pieces`` in ``text`` (``▁`` is a space, ``<0xNN>`` bytes
-    are decoded as UTF-8 runs); None when the pieces do not spell ``text``."""
-    import codecs
+    """Character ranges of SentencePiece ``pieces`` in ``text``; None when they do not spell it.
 
-    parts: list[str] = []
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    ``▁`` is a space (the word-initial ``▁`` belongs to its token, so a range may start at the
+    preceding space; the dummy-prefix ``▁`` of the first piece has no character). ``<0xNN>`` pieces
+    are UTF-8 bytes; every byte piece of a multi-byte character gets that character's range.
+    """
+    chunks = []
     for piece in pieces:
         byte = _BYTE_PIECE.match(piece)
-        if byte:  # a character spans its byte pieces; it belongs to the piece that completes it
-            parts.append(decoder.decode(bytes([int(byte.group(1), 16)])))
-        else:
-            parts.append(decoder.decode(b"", final=True) + piece.replace("▁", " "))
-    spelled = "".join(parts)
+        chunks.append(bytes([int(byte.group(1), 16)]) if byte else piece.replace("\u2581", " ").encode("utf-8"))
+    raw = b"".join(chunks)
+    try:
+        spelled = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     lead = len(spelled) - len(spelled.lstrip(" "))
     if spelled[lead:] != text:
         return None
-    offsets, pos = [], -lead
-    for part in parts:
-        offsets.append((max(pos, 0), max(pos + len(part), 0)))
-        pos += len(part)
+    char_of_byte = np.empty(len(raw) + 1, dtype=np.int64)
+    pos = 0
+    for i, ch in enumerate(spelled):
+        n = len(ch.encode("utf-8"))
+        char_of_byte[pos:pos + n] = i
+        pos += n
+    char_of_byte[pos] = len(spelled)
+    offsets, b = [], 0
+    for chunk in chunks:
+        if chunk:
+            s, e = int(char_of_byte[b]), int(char_of_byte[b + len(chunk) - 1]) + 1
+        else:
+            s = e = int(char_of_byte[b])
+        offsets.append((max(s - lead, 0), max(e - lead, 0)))
+        b += len(chunk)
     return offsets
+
+
+def instruction_mask(pieces: list[str], offsets: list[tuple[int, int]], spans) -> np.ndarray:
+    """§1.7: a piece is instruction iff its character range overlaps a span; the authors' edge
+    pieces (``▁``, ``<0x0A>``, ``▁"``) are dropped at each span's two ends."""
+    mask = np.zeros(len(pieces), dtype=bool)
+    for start, end in spans:
+        hit = [n for n, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+        while hit and pieces[hit[0]] in EDGE_PIECES:
+            hit.pop(0)
+        while hit and pieces[hit[-1]] in EDGE_PIECES:
+            hit.pop()
+        if hit:
+            mask[hit[0]:hit[-1] + 1] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# readers
+
+
+def read_tsv_rows(path: Path, n_columns: int) -> Iterator[tuple[int, list[str]]]:
+    """Rows after the header as (line number, fields); blank lines skipped, width checked."""
+    if not path.is_file():
+        raise PaperDataError(f"missing {path} (is this a clone of JacksonWuxs/Interpret_Instruction_Tuning_LLMs?)")
+    with path.open(encoding="utf-8", newline="\n") as fh:
+        fh.readline()
+        for lineno, line in enumerate(fh, 2):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < n_columns:
+                raise PaperDataError(f"{path}:{lineno}: {len(fields)} tab-separated fields, expected {n_columns}")
+            yield lineno, fields[:n_columns]
+
+
+def read_prompts(repo: Path) -> list[dict]:
+    records = []
+    for _, (pid, prompt, reference, annotation) in read_tsv_rows(repo / "datasets" / "FinalDataset.tsv", 4):
+        text, note = decode_text(prompt), decode_text(annotation)
+        spans = instruction_sentences(text, note)
+        inst, context = split_annotation(note)
+        records.append({"id": pid, "source": source_of(pid), "subset": subset_of(pid), "prompt": text,
+                        "reference": decode_text(reference), "instruction_annotation": inst,
+                        "context_annotation": context, "instruction_spans": spans,
+                        "instruction_char_spans": char_spans(text, spans)})
+    return records
+
+
+def read_ratings(repo: Path) -> list[dict]:
+    path = repo / "datasets" / "AnnotatedDataset.tsv"
+    rows = []
+    for lineno, (file, model, _p, _r, instruct, response, rating) in read_tsv_rows(path, 7):
+        try:
+            value = int(float(rating))
+        except ValueError as exc:
+            raise PaperDataError(f"{path}:{lineno}: rating {rating!r} is not a number") from exc
+        pid = file.removesuffix(".pkl")
+        label = "followed" if value >= 2 else "unfollowed" if value == 1 else "unrated"
+        rows.append({"id": pid, "source": source_of(pid), "model": model, "rating": value, "label": label,
+                     "response": decode_text(response), "alt_instruction_annotation": decode_text(instruct)})
+    return rows
+
+
+def read_vocab(repo: Path) -> list[tuple[str, float]]:
+    """``SingleShareGPT_Vocab.tsv`` as (word, frequency) in file order (no header)."""
+    path = repo / "datasets" / "SingleShareGPT_Vocab.tsv"
+    if not path.is_file():
+        raise PaperDataError(f"missing {path}")
+    rows = []
+    with path.open(encoding="utf-8", newline="\n") as fh:
+        for lineno, line in enumerate(fh, 1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 2:
+                continue
+            try:
+                rows.append((fields[0], float(fields[1])))
+            except ValueError:
+                continue
+    return rows
+
+
+def merge_case(vocab: list[tuple[str, float]]) -> list[tuple[str, float, int]]:
+    """METHODS §4 (their ``load_wiki_words``): a word whose lower/upper/capitalised form was seen
+    earlier is folded into that form. Returns (word, summed frequency, first raw rank)."""
+    merged: dict[str, list] = {}
+    for rank, (word, freq) in enumerate(vocab, 1):
+        for key in (str.lower, str.upper, str.capitalize):
+            if key(word) in merged:
+                word = key(word)
+                break
+        entry = merged.setdefault(word, [0.0, rank])
+        entry[0] += freq
+    return [(w, f, r) for w, (f, r) in merged.items()]
+
+
+def read_attribution(path: Path) -> dict:
+    """One ``ifa_*/<id>.pkl`` through the restricted unpickler, checked for the authors' keys."""
+    try:
+        item = restricted_load(path.read_bytes())
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise PaperDataError(f"{path}: {exc}") from exc
+    if not isinstance(item, dict) or not {"Input", "Output", "Explain"} <= set(item):
+        raise PaperDataError(f"{path}: expected a dict with Input, Output, Explain")
+    return item
+
+
+def attribution_matrix(explain: Any, n_prompt: int, n_response: int, where: str) -> np.ndarray:
+    """``Explain`` as uint8 levels (float32 if it is not 0..10 integers). An empty response is
+    stored by the authors as shape ``(0,)``; it becomes ``(n_prompt, 0)``."""
+    m = np.asarray(explain)
+    if m.size == 0:
+        return np.zeros((n_prompt, 0), dtype=np.uint8)
+    if m.shape != (n_prompt, n_response):
+        raise PaperDataError(f"{where}: Explain has shape {m.shape}, expected ({n_prompt}, {n_response})")
+    if np.all(np.isfinite(m)) and np.all(m == np.round(m)) and m.min() >= 0 and m.max() <= 10:
+        return m.astype(np.uint8)
+    return m.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,82 +339,70 @@ def piece_offsets(pieces: list[str], text: str) -> list[tuple[int, int]] | None:
 class ConvertReport:
     prompts: int
     ratings: int
-    models: dict[str, int]  # model -> instances converted
-    unaligned: dict[str, int]  # model -> instances whose pieces did not spell the prompt (mask all zero)
-
-
-def read_tsv_rows(path: Path, n_columns: int) -> Iterator[list[str]]:
-    with path.open(encoding="utf-8") as fh:
-        fh.readline()  # header
-        for line in fh:
-            if line.strip():
-                yield line.rstrip("\n").split("\t")[:n_columns]
-
-
-def _matrix(explain: Any) -> np.ndarray:
-    m = np.asarray(explain)
-    if m.ndim != 2:
-        raise ValueError(f"Explain has shape {m.shape}, expected (prompt tokens, response tokens)")
-    levels = np.issubdtype(m.dtype, np.number) and m.size and np.all(m == np.round(m)) and m.min() >= 0 and m.max() <= 10
-    return m.astype(np.uint8) if levels or m.size == 0 else m.astype(np.float32)
+    vocab: int
+    models: dict[str, int] = field(default_factory=dict)  # model -> instances converted
+    unaligned: dict[str, list[str]] = field(default_factory=dict)  # ids whose pieces did not spell the prompt
 
 
 def convert(repo: Path, out: Path) -> ConvertReport:
-    """Write the replay files for every ``ifa_*`` model folder found under ``repo``."""
-    from shiftcheck.probes.importance.tokens import instruction_mask_from_offsets
-
+    """Write the replay files for the release cloned at ``repo`` into ``out``."""
     repo, out = Path(repo), Path(out)
-    (out / "attribution").mkdir(parents=True, exist_ok=True)
-    prompts: dict[str, dict] = {}
-    for pid, prompt, reference, annotation in read_tsv_rows(repo / "datasets" / "FinalDataset.tsv", 4):
-        text = decode_text(prompt)
-        spans = instruction_sentences(text, decode_text(annotation))
-        prompts[pid] = {"id": pid, "source": source_of(pid), "prompt": text, "reference": decode_text(reference),
-                        "instruction_annotation": decode_text(annotation), "instruction_spans": spans,
-                        "instruction_char_spans": char_spans(text, spans)}
+    prompts = read_prompts(repo)
+    ratings = read_ratings(repo)
+    vocab = read_vocab(repo)
+    out.mkdir(parents=True, exist_ok=True)
     with (out / "prompts.jsonl").open("w", encoding="utf-8") as fh:
-        for rec in prompts.values():
-            fh.write(json.dumps(rec) + "\n")
-
-    n_ratings = 0
-    annotated = repo / "datasets" / "AnnotatedDataset.tsv"
-    if annotated.is_file():
-        with (out / "ratings.tsv").open("w", encoding="utf-8") as fh:
-            fh.write("id\tmodel\trating\tlabel\n")
-            for row in read_tsv_rows(annotated, 7):
-                rating = int(float(row[6])) if row[6].strip().lstrip("-").replace(".", "").isdigit() else -1
-                label = "followed" if rating >= 2 else "unfollowed" if rating == 1 else "unrated"
-                fh.write(f"{row[0].removesuffix('.pkl')}\t{row[1]}\t{rating}\t{label}\n")
-                n_ratings += 1
+        for rec in prompts:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    with (out / "ratings.tsv").open("w", encoding="utf-8") as tsv, \
+            (out / "ratings.jsonl").open("w", encoding="utf-8") as jl:
+        tsv.write("id\tsource\tmodel\trating\tlabel\n")
+        for r in ratings:
+            tsv.write(f"{r['id']}\t{r['source']}\t{r['model']}\t{r['rating']}\t{r['label']}\n")
+            jl.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with (out / "sharegpt_vocab_raw.tsv").open("w", encoding="utf-8") as fh:
+        fh.write("raw_rank\tword\tfrequency\n")
+        for rank, (word, freq) in enumerate(vocab, 1):
+            fh.write(f"{rank}\t{word}\t{freq!r}\n")
+    with (out / "sharegpt_vocab.tsv").open("w", encoding="utf-8") as fh:
+        fh.write("rank\tword\tfrequency\tfirst_raw_rank\n")
+        for rank, (word, freq, first) in enumerate(merge_case(vocab), 1):
+            fh.write(f"{rank}\t{word}\t{freq:.10g}\t{first}\n")
 
     models, unaligned = {}, {}
-    for folder in sorted((repo / "results" / "attribution_interpret").glob("ifa_*")):
+    root = repo / "results" / "attribution_interpret"
+    for folder in sorted(p for p in root.glob("ifa_*") if p.is_dir()):
         model = folder.name.removeprefix("ifa_").lower()
-        arrays, lines, bad = {}, [], 0
-        for pkl in sorted(folder.glob("*.pkl")):
-            pid = pkl.stem
-            if pid not in prompts:
+        arrays, lines, bad = {}, [], []
+        for rec in prompts:
+            pkl = folder / f"{rec['id']}.pkl"
+            if not pkl.is_file():
                 continue
-            item = restricted_load(pkl.read_bytes())
+            item = read_attribution(pkl)
             pieces = [str(p) for p in item["Input"]]
-            output = item.get("Output", [])
-            response = [str(p) for p in output] if isinstance(output, (list, tuple)) else []
-            matrix = _matrix(item["Explain"])
-            offsets = piece_offsets(pieces, prompts[pid]["prompt"].strip())
+            response = [str(p) for p in item["Output"]]
+            matrix = attribution_matrix(item["Explain"], len(pieces), len(response), str(pkl))
+            text = rec["prompt"].strip()
+            lead = len(rec["prompt"]) - len(rec["prompt"].lstrip())
+            offsets = piece_offsets(pieces, text)
             if offsets is None:
                 mask = np.zeros(len(pieces), dtype=bool)
-                bad += 1
+                bad.append(rec["id"])
             else:
-                lead = len(prompts[pid]["prompt"]) - len(prompts[pid]["prompt"].lstrip())
-                spans = [(s - lead, e - lead) for s, e in prompts[pid]["instruction_char_spans"]]
-                mask = instruction_mask_from_offsets(prompts[pid]["prompt"].strip(), offsets, spans)
-            arrays[pid] = matrix
-            lines.append({"id": pid, "source": prompts[pid]["source"], "n_prompt_tokens": int(matrix.shape[0]),
+                spans = [(s - lead, e - lead) for s, e in rec["instruction_char_spans"]]
+                mask = instruction_mask(pieces, offsets, spans)
+            arrays[rec["id"]] = matrix
+            lines.append({"id": rec["id"], "source": rec["source"], "n_prompt_tokens": int(matrix.shape[0]),
                           "n_response_tokens": int(matrix.shape[1]), "prompt_tokens": pieces,
                           "response_tokens": response, "instruction_token_mask": mask.astype(int).tolist()})
-        np.savez(out / "attribution" / f"{model}.npz", **arrays)
+        if not lines:
+            continue
+        (out / "attribution").mkdir(exist_ok=True)
+        np.savez_compressed(out / "attribution" / f"{model}.npz", **arrays)
         with (out / "attribution" / f"{model}.jsonl").open("w", encoding="utf-8") as fh:
             for line in lines:
-                fh.write(json.dumps(line) + "\n")
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
         models[model], unaligned[model] = len(lines), bad
-    return ConvertReport(len(prompts), n_ratings, models, unaligned)
+    if not models:
+        raise PaperDataError(f"no attribution pickles under {root}/ifa_*/ matched a prompt id")
+    return ConvertReport(len(prompts), len(ratings), len(vocab), models, unaligned)

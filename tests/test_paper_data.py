@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +21,17 @@ from test_replay import PAPER_DATA, needs_paper_data
 # --------------------------------------------------------------------------------------------- unpickler
 
 
-def test_benign_pickles_of_arrays_strings_and_containers_round_trip():
-    item = {"ID": "x", "Input": ["▁Write", "▁a"], "Output": ("▁ok",), "Explain": np.arange(6.0).reshape(2, 3),
-            "nested": [[1, 2.5], {"k": np.array([1, 2], dtype=np.uint8)}]}
-    back = pdata.restricted_load(pickle.dumps(item))
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_benign_pickles_of_arrays_strings_and_containers_round_trip(protocol):
+    item = {"ID": "x", "Input": ["▁Write", "▁a"], "Output": ("▁ok",),
+            "Explain": np.arange(6.0, dtype=np.float32).reshape(2, 3), "empty": np.zeros(0, dtype=np.float32),
+            "nested": [[1, 2.5], {"k": [np.array([1, 2], dtype=np.uint8), np.float64(0.5)]}], "b": b"\x00\xff"}
+    back = pdata.restricted_load(pickle.dumps(item, protocol=protocol))
+    assert back["Explain"].dtype == np.float32 and back["empty"].shape == (0,) and back["b"] == b"\x00\xff"
+    assert back["nested"][1]["k"][1] == 0.5
     assert back["Input"] == ["▁Write", "▁a"] and back["Output"] == ("▁ok",)
     np.testing.assert_array_equal(back["Explain"], item["Explain"])
-    np.testing.assert_array_equal(back["nested"][1]["k"], [1, 2])
+    np.testing.assert_array_equal(back["nested"][1]["k"][0], [1, 2])
 
 
 class _Touch:
@@ -35,26 +42,56 @@ class _Touch:
         return (os.system, (f"touch {self.path}",))
 
 
-class _Eval:
+class _Popen:
+    def __init__(self, path):
+        self.path = path
+
     def __reduce__(self):
-        return (eval, ("__import__('os').getcwd()",))
+        return (subprocess.Popen, (["touch", str(self.path)],))
+
+
+class _Eval:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.path)!r}, 'w')",))
 
 
 class _Custom:
-    pass
+    def __init__(self, path):
+        self.path = path
+
+
+def _proto0(module, name, path):
+    """A hand-written protocol-0 pickle: ``module.name("touch PATH")``."""
+    return f"c{module}\n{name}\n(S'touch {path}'\ntR.".encode()
 
 
 @pytest.mark.parametrize("make,refused", [
-    (lambda tmp: _Touch(tmp / "pwned"), "system"),
-    (lambda tmp: _Eval(), "builtins.eval"),
-    (lambda tmp: __import__("subprocess").Popen, "subprocess.Popen"),
-    (lambda tmp: _Custom(), "_Custom"),
+    (lambda p: pickle.dumps({"Explain": _Touch(p)}), rf"\b{os.system.__module__}\.system\b"),
+    (lambda p: _proto0("os", "system", p), r"\bos\.system\b"),
+    (lambda p: pickle.dumps([_Eval(p)], protocol=2), r"\b__builtin__\.eval\b"),  # protocol 2: Python 2 name
+    (lambda p: _proto0("builtins", "eval", p), r"\bbuiltins\.eval\b"),
+    (lambda p: pickle.dumps({"Input": ["a"], "Explain": _Popen(p)}), r"\bsubprocess\.Popen\b"),
+    (lambda p: pickle.dumps(_Custom(p)), r"\btest_paper_data\._Custom\b"),
 ])
 def test_hostile_pickles_are_refused_by_name_and_run_nothing(tmp_path, make, refused):
-    data = pickle.dumps({"Explain": make(tmp_path)})
+    target = tmp_path / "pwned"
+    data = make(target)
     with pytest.raises(pdata.UnsafePickleError, match=refused):
         pdata.restricted_load(data)
-    assert not (tmp_path / "pwned").exists()
+    assert not target.exists()
+
+
+def test_a_hostile_pickle_in_the_release_stops_the_conversion_with_its_name(tmp_path, capsys):
+    _fake_release(tmp_path / "repo")
+    target = tmp_path / "pwned"
+    bad = tmp_path / "repo" / "results" / "attribution_interpret" / "ifa_vicuna_7b" / "mtbench_writing_81.pkl"
+    bad.write_bytes(pickle.dumps({"Input": ["a"], "Output": [], "Explain": _Touch(target)}))
+    assert main(["paper-data", "convert", str(tmp_path / "repo"), str(tmp_path / "out")]) == 2
+    assert f"{os.system.__module__}.system" in capsys.readouterr().err
+    assert not target.exists()
 
 
 # --------------------------------------------------------------------------------------------- conventions
@@ -62,6 +99,7 @@ def test_hostile_pickles_are_refused_by_name_and_run_nothing(tmp_path, make, ref
 
 def test_decode_text_undoes_the_authors_escaping():
     assert pdata.decode_text('"say ""hi""/nnow/tgo"') == 'say "hi"\nnow\tgo'
+    assert pdata.decode_text("see http://x.org/news") == "see http://x.org\news"  # their quirk, kept
 
 
 def test_instruction_sentences_expand_fragments_and_drop_template_words():
@@ -69,86 +107,170 @@ def test_instruction_sentences_expand_fragments_and_drop_template_words():
     got = pdata.instruction_sentences(prompt, "Rewrite the text|||Input: The cat sat.&&&The cat sat.")
     assert got == ["Rewrite the text.", "The cat sat."]
     assert pdata.char_spans(prompt, got) == [[0, 17], [41, 53]]
-
-
-@needs_paper_data
-def test_instruction_sentences_reproduce_the_released_spans():
-    records = [json.loads(line) for line in (PAPER_DATA / "prompts.jsonl").read_text().splitlines()[:200]]
-    for rec in records:
-        got = pdata.instruction_sentences(rec["prompt"], rec["instruction_annotation"])
-        assert set(got) == set(rec["instruction_spans"]), rec["id"]
+    assert pdata.char_spans("Do it on Overleaf.", [" on Overleaf."]) == [[6, 18]]  # edge whitespace trimmed
 
 
 def test_piece_offsets_follow_sentencepiece_spaces_and_byte_runs():
     text = "Write é\nnow"
     pieces = ["▁Write", "▁", "<0xC3>", "<0xA9>", "<0x0A>", "now"]
     offsets = pdata.piece_offsets(pieces, text)
-    assert [text[s:e] for s, e in offsets] == ["Write", " ", "", "é", "\n", "now"]
+    assert [text[s:e] for s, e in offsets] == ["Write", " ", "é", "é", "\n", "now"]
     assert pdata.piece_offsets(["▁Other"], text) is None
+    assert pdata.piece_offsets(["▁Write", "<0xC3>"], "Write") is None  # a cut UTF-8 run
+
+
+def test_instruction_mask_drops_the_authors_edge_pieces_only_at_span_ends():
+    text = 'Say "hi"\nnow'
+    pieces = ["▁Say", '▁"', "hi", '"', "<0x0A>", "now"]
+    offsets = pdata.piece_offsets(pieces, text)
+    assert pdata.instruction_mask(pieces, offsets, [(4, 12)]).tolist() == [False, False, True, True, True, True]
+    assert pdata.instruction_mask(pieces, offsets, [(0, 9)]).tolist() == [True, True, True, True, False, False]
+
+
+def test_merge_case_folds_later_variants_into_the_first_form():
+    vocab = [("the", 0.5), ("The", 0.25), ("Apple", 0.125), ("apple", 0.0625), ("THE", 0.0625)]
+    assert pdata.merge_case(vocab) == [("the", 0.8125, 1), ("Apple", 0.1875, 3)]
 
 
 # --------------------------------------------------------------------------------------------- end to end
 
+PIECES = {
+    "user_oriented_task_0": ["▁Sum", "mar", "ize", "▁the", "▁text", ".", "<0x0A>", "<0x0A>", "Input", ":",
+                             "▁Dog", "s", "▁bark", ".", "<0x0A>", "<0x0A>", "Output", ":"],
+    "mtbench_writing_81": ["▁Write", "▁a", "▁poem", "▁about", "▁", "<0xE2>", "<0x98>", "<0x95>", "."],
+    "lima_author_3": ["▁Say", "▁\"", "hi", "\"", "."],
+}
+RESPONSES = {"user_oriented_task_0": ["▁A", "▁b", "."], "mtbench_writing_81": ["▁Tea", "!"], "lima_author_3": []}
+
 
 def _fake_release(root):
+    """The authors' layout in miniature: their escaping (/n, /t, quoted fields with ""), their
+    header lines, a blank line, an empty response stored as shape (0,), and float32 levels."""
     (root / "datasets").mkdir(parents=True)
-    rows = [("user_oriented_task_0", "Summarize the text./n/nInput: Dogs bark./n/nOutput:", "Dogs bark.",
+    rows = [("user_oriented_task_0", "Summarize the text./n/nInput: Dogs bark./n/nOutput:", "Dogs/tbark.",
              "Summarize the text.&&&Dogs bark."),
-            ("mtbench_writing_81", "Write a poem.", "A poem.", "Write a poem.&&&")]
-    with (root / "datasets" / "FinalDataset.tsv").open("w") as fh:
-        fh.write("ID\tPrompt\tResponse\tInstruct\n")
+            ("mtbench_writing_81", "Write a poem about ☕.", "A poem.", "Write a poem about ☕.&&&"),
+            ("lima_author_3", '"Say ""hi""."', '"""hi"""', 'Say ""hi"".')]
+    with (root / "datasets" / "FinalDataset.tsv").open("w", encoding="utf-8") as fh:
+        fh.write("ID\tPrompt\tResponse\tInstruct&Context\n")
         for row in rows:
             fh.write("\t".join(row) + "\n")
-    with (root / "datasets" / "AnnotatedDataset.tsv").open("w") as fh:
+        fh.write("\n")
+    with (root / "datasets" / "AnnotatedDataset.tsv").open("w", encoding="utf-8") as fh:
         fh.write("File\tModel\tPrompt\tReference\tInstruct\tResponse\tRating\n")
-        fh.write("user_oriented_task_0.pkl\tvicuna_7B\tp\tr\ti\tresp\t3\n")
-        fh.write("mtbench_writing_81.pkl\tvicuna_7B\tp\tr\ti\tresp\t1\n")
-    pieces = {"user_oriented_task_0": ["▁Sum", "mar", "ize", "▁the", "▁text", ".", "<0x0A>", "<0x0A>", "Input", ":",
-                                       "▁Dog", "s", "▁bark", ".", "<0x0A>", "<0x0A>", "Output", ":"],
-              "mtbench_writing_81": ["▁Write", "▁a", "▁poem", "."]}
+        fh.write("user_oriented_task_0.pkl\tvicuna_7B\tp\tr\tSummarize/nit\tA b./nc\t3\n")
+        fh.write("mtbench_writing_81.pkl\tvicuna_7B\tp\tr\ti\tTea!\t1\n")
+        fh.write("user_oriented_task_0.pkl\talpaca_7B\tp\tr\ti\tresp\t-1\n")
+    (root / "datasets" / "SingleShareGPT_Vocab.tsv").write_text("the\t0.5\nThe\t0.25\n,\t0.125\n", encoding="utf-8")
+    explains = {}
     for model, scale in (("ifa_llama_7b", 1), ("ifa_vicuna_7b", 2)):
-        (root / "results" / "attribution_interpret" / model).mkdir(parents=True)
-        for pid, toks in pieces.items():
-            explain = (np.arange(len(toks) * 3).reshape(len(toks), 3) * scale) % 11
-            item = {"ID": pid, "Input": toks, "Reference": "", "Output": ["▁A", "▁b", "."], "Explain": explain}
-            (root / "results" / "attribution_interpret" / model / f"{pid}.pkl").write_bytes(pickle.dumps(item))
-    return pieces
+        folder = root / "results" / "attribution_interpret" / model
+        folder.mkdir(parents=True)
+        for pid, toks in PIECES.items():
+            resp = RESPONSES[pid]
+            explain = ((np.arange(len(toks) * len(resp)).reshape(len(toks), len(resp)) * scale) % 11).astype(np.float32)
+            if not resp:
+                explain = np.zeros(0, dtype=np.float32)  # what their generator left for an empty response
+            explains[model, pid] = explain
+            item = {"ID": pid, "Input": toks, "Reference": "", "Output": resp, "Explain": explain}
+            (folder / f"{pid}.pkl").write_bytes(pickle.dumps(item))
+    return explains
 
 
-def test_convert_writes_replay_files_that_load(tmp_path, capsys):
+def test_convert_writes_replay_files_that_load_and_match_the_inputs(tmp_path, capsys):
     from shiftcheck.probes.replay import load_replay
 
-    pieces = _fake_release(tmp_path / "repo")
+    explains = _fake_release(tmp_path / "repo")
     assert main(["paper-data", "convert", str(tmp_path / "repo"), str(tmp_path / "out")]) == 0
-    assert "converted 2 prompts, 2 ratings" in capsys.readouterr().out
-    prompts = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
+    assert "converted 3 prompts, 3 ratings, 3 vocabulary rows" in capsys.readouterr().out
+    out = tmp_path / "out"
+    prompts = [json.loads(line) for line in (out / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [p["id"] for p in prompts] == list(PIECES)
     assert prompts[0]["prompt"] == "Summarize the text.\n\nInput: Dogs bark.\n\nOutput:"
+    assert prompts[0]["reference"] == "Dogs\tbark." and prompts[0]["context_annotation"] == "Dogs bark."
     assert prompts[0]["instruction_spans"] == ["Summarize the text."] and prompts[0]["source"] == "self-instruct"
-    assert (tmp_path / "out" / "ratings.tsv").read_text().splitlines()[1:] == [
-        "user_oriented_task_0\tvicuna_7B\t3\tfollowed", "mtbench_writing_81\tvicuna_7B\t1\tunfollowed"]
-    result = load_replay(tmp_path / "out" / "attribution" / "vicuna_7b")
-    inst = {i.id: i for i in result.instances}
-    mask = inst["user_oriented_task_0"].instruction_mask.tolist()
-    assert mask == [True] * 6 + [False] * 12  # "Summarize the text." only; not Input/Output or the context
-    assert inst["mtbench_writing_81"].instruction_mask.tolist() == [True] * 4
-    assert list(inst["mtbench_writing_81"].prompt_tokens) == pieces["mtbench_writing_81"]
-    expected = (np.arange(12).reshape(4, 3) * 2) % 11
-    np.testing.assert_array_equal(inst["mtbench_writing_81"].S0, expected)
+    assert prompts[1]["subset"] == "writing" and prompts[1]["source"] == "mt-bench"
+    assert prompts[2]["prompt"] == 'Say "hi".' and prompts[2]["reference"] == '"hi"'
+    assert (out / "ratings.tsv").read_text().splitlines() == [
+        "id\tsource\tmodel\trating\tlabel", "user_oriented_task_0\tself-instruct\tvicuna_7B\t3\tfollowed",
+        "mtbench_writing_81\tmt-bench\tvicuna_7B\t1\tunfollowed",
+        "user_oriented_task_0\tself-instruct\talpaca_7B\t-1\tunrated"]
+    first = json.loads((out / "ratings.jsonl").read_text().splitlines()[0])
+    assert first["response"] == "A b.\nc" and first["alt_instruction_annotation"] == "Summarize\nit"
+    assert (out / "sharegpt_vocab.tsv").read_text().splitlines() == [
+        "rank\tword\tfrequency\tfirst_raw_rank", "1\tthe\t0.75\t1", "2\t,\t0.125\t3"]
+    assert (out / "sharegpt_vocab_raw.tsv").read_text().splitlines()[2] == "2\tThe\t0.25"
+
+    masks = {"user_oriented_task_0": [True] * 6 + [False] * 12,  # not Input/Output, not the context
+             "mtbench_writing_81": [True] * 9, "lima_author_3": [True] * 5}
+    for model in ("llama_7b", "vicuna_7b"):
+        with np.load(out / "attribution" / f"{model}.npz", allow_pickle=False) as npz:
+            assert all(npz[k].dtype == np.uint8 for k in npz.files)
+        inst = {i.id: i for i in load_replay(out / "attribution" / model).instances}
+        assert list(inst) == list(PIECES)
+        for pid, toks in PIECES.items():
+            assert list(inst[pid].prompt_tokens) == toks and list(inst[pid].response_tokens) == RESPONSES[pid]
+            assert inst[pid].instruction_mask.tolist() == masks[pid], (model, pid)
+            want = explains[f"ifa_{model}", pid].reshape(len(toks), len(RESPONSES[pid]))
+            np.testing.assert_array_equal(inst[pid].S0, want)
+        assert inst["lima_author_3"].S0.shape == (5, 0) and inst["lima_author_3"].score() == 0.0
+
+
+def test_convert_names_what_is_missing(tmp_path, capsys):
+    (tmp_path / "repo").mkdir()
+    assert main(["paper-data", "convert", str(tmp_path / "repo"), str(tmp_path / "out")]) == 2
+    assert "FinalDataset.tsv" in capsys.readouterr().err
+
+
+def test_console_script_converts_end_to_end(tmp_path):
+    _fake_release(tmp_path / "repo")
+    done = subprocess.run([sys.executable, "-m", "shiftcheck", "paper-data", "convert", str(tmp_path / "repo"),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "attribution/vicuna_7b.npz + .jsonl: 3 instances" in done.stdout
+
+
+# --------------------------------------------------------------------------------------------- the real release
+
+
+@needs_paper_data
+def test_instruction_sentences_reproduce_the_released_spans():
+    for rec in map(json.loads, (PAPER_DATA / "prompts.jsonl").read_text(encoding="utf-8").splitlines()):
+        annotation = rec["instruction_annotation"] + ("&&&" + rec["context_annotation"] if rec["context_annotation"] else "")
+        got = pdata.instruction_sentences(rec["prompt"], annotation)
+        assert got == rec["instruction_spans"], rec["id"]
+        assert pdata.char_spans(rec["prompt"], got) == rec["instruction_char_spans"], rec["id"]
 
 
 @needs_paper_data
 def test_masks_from_pieces_reproduce_the_released_instruction_masks():
-    from shiftcheck.probes.importance.tokens import instruction_mask_from_offsets
+    prompts = {r["id"]: r for r in map(json.loads, (PAPER_DATA / "prompts.jsonl").read_text(encoding="utf-8").splitlines())}
+    for model in ("llama_7b", "vicuna_7b"):
+        for line in (PAPER_DATA / "attribution" / f"{model}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rec = prompts[row["id"]]
+            lead = len(rec["prompt"]) - len(rec["prompt"].lstrip())
+            offsets = pdata.piece_offsets(row["prompt_tokens"], rec["prompt"].strip())
+            assert offsets is not None, row["id"]
+            spans = [(s - lead, e - lead) for s, e in rec["instruction_char_spans"]]
+            mask = pdata.instruction_mask(row["prompt_tokens"], offsets, spans)
+            assert mask.astype(int).tolist() == row["instruction_token_mask"], (model, row["id"])
 
-    prompts = {r["id"]: r for r in map(json.loads, (PAPER_DATA / "prompts.jsonl").read_text().splitlines())}
-    rows = [json.loads(line) for line in (PAPER_DATA / "attribution" / "vicuna_7b.jsonl").read_text().splitlines()]
-    agree = 0
-    for row in rows:
-        rec = prompts[row["id"]]
-        text = rec["prompt"].strip()
-        lead = len(rec["prompt"]) - len(rec["prompt"].lstrip())
-        offsets = pdata.piece_offsets(row["prompt_tokens"], text)
-        assert offsets is not None, row["id"]
-        spans = [(s - lead, e - lead) for s, e in rec["instruction_char_spans"]]
-        agree += instruction_mask_from_offsets(text, offsets, spans).astype(int).tolist() == row["instruction_token_mask"]
-    assert agree / len(rows) > 0.98, f"{agree}/{len(rows)}"  # measured: 624 of 632
+
+AUTHORS_REPO = os.environ.get("SHIFTCHECK_AUTHORS_REPO")
+
+
+@needs_paper_data
+@pytest.mark.skipif(not AUTHORS_REPO, reason="set SHIFTCHECK_AUTHORS_REPO=<clone of "
+                    "JacksonWuxs/Interpret_Instruction_Tuning_LLMs> to convert the real release and compare")
+def test_converting_the_real_release_reproduces_the_reference_files(tmp_path):
+    pdata.convert(Path(AUTHORS_REPO), tmp_path)
+    for name in ("prompts.jsonl", "ratings.tsv", "ratings.jsonl", "sharegpt_vocab_raw.tsv", "sharegpt_vocab.tsv",
+                 "attribution/llama_7b.jsonl", "attribution/vicuna_7b.jsonl"):
+        assert (tmp_path / name).read_bytes() == (PAPER_DATA / name).read_bytes(), name
+    for model in ("llama_7b", "vicuna_7b"):
+        with np.load(tmp_path / "attribution" / f"{model}.npz") as ours, \
+                np.load(PAPER_DATA / "attribution" / f"{model}.npz") as ref:
+            assert ours.files == ref.files
+            for key in ref.files:
+                assert ours[key].dtype == ref[key].dtype and np.array_equal(ours[key], ref[key]), (model, key)

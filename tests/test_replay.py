@@ -16,9 +16,9 @@ from shiftcheck.probes.replay import ReplayError, load_replay, resolve_prefix
 PAPER_DATA = Path(os.environ.get("SHIFTCHECK_PAPER_DATA", Path(__file__).resolve().parents[2] / "shared" / "paper-data"))
 needs_paper_data = pytest.mark.skipif(
     not (PAPER_DATA / "attribution" / "llama_7b.npz").is_file(),
-    reason=f"needs the authors' released data converted to replay files, not found at {PAPER_DATA}: run "
+    reason="needs the authors' released data converted to replay files: run "
     "`shiftcheck paper-data convert <clone of JacksonWuxs/Interpret_Instruction_Tuning_LLMs> <dir>` and set "
-    "SHIFTCHECK_PAPER_DATA=<dir> (docs/PAPER_DATA.md)",
+    f"SHIFTCHECK_PAPER_DATA=<dir> (or have ../shared/paper-data); not found at {PAPER_DATA} (docs/PAPER_DATA.md)",
 )
 
 
