@@ -5,7 +5,8 @@ Layout of a built world (every model directory loads with ``from_pretrained``)::
     out/base/        LlamaForCausalLM pretrained on the base corpus (also "null")
     out/good/        base tuned on prompt -> instruction-following response
     out/bad-copy/    base tuned on the same prompts -> copy of the context (ignores instruction)
-    out/bad-cpt/     base trained further on the base corpus, same steps as good, no instructions
+    out/bad-cpt/     base trained further on the base corpus (same steps as good, constant at the
+                     lr pretraining ended at): no more instruction signal than the base had
     out/prompts.jsonl  held-out eval prompts (METHODS.md §6) with instruction spans
     out/world.json     config, accuracies, timings, code version, fingerprint
 
@@ -65,7 +66,7 @@ class WorldConfig:
     prompt_share: float = 0.85  # share of prompt-layout documents in the base corpus
     # Share of the base corpus's prompt-layout answers that follow the instruction; the rest are
     # instruction-blind (copy_share of them copy the context). Keeps the base off the density floor.
-    follow_share: float = 0.15
+    follow_share: float = 0.2
     copy_share: float = 0.5  # share of instruction-blind base-corpus answers that copy the context
     pretrain_steps: int = 2000
     tune_steps: int = 600  # good, bad-copy and bad-cpt all use this many steps
@@ -76,7 +77,7 @@ class WorldConfig:
     # constant, no re-warm: what continued pretraining of a released base usually does.
     cpt_lr: float = 3e-4
     warmup: int = 50
-    eval_per_family: int = 12
+    eval_per_family: int = 20
     eval_max_new_tokens: int = 24
     # One thread: the same bytes on any machine, and no collapse when another process shares the
     # cores (measured: two OpenMP threads on two busy cores ran 70x slower, 2.2 s per step).
@@ -160,7 +161,7 @@ def _prompt_records(tasks: list[corpus.Task]) -> list[dict]:
         start, end = task.instruction_char_span
         records.append({
             "id": f"world_{i:04d}",
-            "source": WORLD_SOURCE,  # one group: 8 prompts per family are too few to test each alone
+            "source": WORLD_SOURCE,  # one group: 20 prompts per family are too few to test each alone
             "subset": task.family,
             "prompt": task.prompt,
             "instruction_char_spans": [[start, end]],
