@@ -2,7 +2,8 @@
 
 It is the default base/tuned pair (no download, no GPU) and the project's proof that the suite can
 fail: ``good`` passes the density test against ``base``; ``bad-copy``, ``bad-cpt`` and ``null``
-do not. Build with ``shiftcheck world build --seed 0 --out DIR``.
+do not. The seed-0 world is shipped (``shipped/seed0``, see VERDICTS.md); other seeds are built into
+the cache on first use, or with ``shiftcheck world build --seed N --out DIR``.
 """
 
 from shiftcheck.probes.world.build import (
@@ -16,6 +17,9 @@ from shiftcheck.probes.world.build import (
     load_manifest,
     parse_world_spec,
     resolve_world,
+    shipped_root,
+    shipped_world,
+    staging_dir,
     world_prompts_path,
     world_root,
 )
@@ -31,6 +35,9 @@ __all__ = [
     "load_manifest",
     "parse_world_spec",
     "resolve_world",
+    "shipped_root",
+    "shipped_world",
+    "staging_dir",
     "world_prompts_path",
     "world_root",
 ]
