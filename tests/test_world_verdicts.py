@@ -29,6 +29,18 @@ pytestmark = [pytest.mark.xdist_group("world")]
 BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour_tests" / "test_importance_density.py"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Attribute on one thread: with two OpenMP threads on cores that other jobs share, the runs
+    were several times slower (measured: 8.5 min for this file on a busy 2-core machine)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def world_cache(tmp_path_factory) -> Path:
     # A cache of its own: the verdicts are recomputed from the shipped checkpoints on every run.
