@@ -29,7 +29,8 @@ from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
 from shiftcheck.probes.models.fingerprint import fingerprint_checkpoint
 from shiftcheck.probes.models.loading import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
 from shiftcheck.probes.prompts import Prompt
-from shiftcheck.probes.world.build import ensure_world, parse_world_spec
+from shiftcheck.probes.world.build import ensure_world
+from shiftcheck.probes.world.spec import parse_world_spec
 
 R = TypeVar("R")
 Unit = dict[str, Any]  # a JSON-able description of one unit of work, part of its cache key

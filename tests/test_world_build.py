@@ -1,6 +1,7 @@
-"""Building the embedded world: determinism, atomic writes, reload through the normal loading path,
-tokenizer offsets, and world spec strings. Uses a tiny config (a few training steps) so the whole
-file runs in seconds; the full-size verdict table is in test_world_verdicts.py."""
+"""Building the embedded world: determinism, atomic and resumable writes, reload through the normal
+loading path, tokenizer offsets, world spec strings, and the shipped seed-0 world. Uses a tiny config
+(a few training steps) so the whole file runs in seconds; the verdict table of the shipped world is
+in test_world_verdicts.py."""
 
 from __future__ import annotations
 
@@ -17,14 +18,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import shiftcheck.probes.world.build as world_build
 from shiftcheck.probes.prompts import load_prompts
 from shiftcheck.probes.world import corpus
+from shiftcheck.probes.world.train import TrainConfig
 from shiftcheck.probes.world.build import (
     MODEL_NAMES,
     WorldConfig,
     build_world,
     ensure_world,
+    fingerprint,
     load_manifest,
     parse_world_spec,
     resolve_world,
+    shipped_root,
+    staging_dir,
+    world_prompts_path,
 )
 
 TINY = WorldConfig(
@@ -84,6 +90,8 @@ def test_layout_and_world_json(tiny_worlds):
         assert (root / name / "model.safetensors").is_file()
         assert not list((root / name).glob("*.bin")), "weights must be safetensors only"
     assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name], "temporary build dirs left behind"
+    assert not staging_dir(root).exists(), "the staging area must become the world"
+    assert not (root / "build.json").exists()
 
 
 def test_checkpoints_reload_through_auto_classes(tiny_worlds):
@@ -141,14 +149,125 @@ def test_reference_is_the_instruction_following_answer(tiny_worlds):
         assert named[0] in pr.reference.split(), "the named word must appear in the response"
 
 
-def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+class Crash(RuntimeError):
+    pass
+
+
+def trained_models(lines: list[str]) -> list[str]:
+    return [line.split(":")[0] for line in lines if line.endswith(" steps") and ": training " in line]
+
+
+def reused_models(lines: list[str]) -> list[str]:
+    return [line.split(":")[0] for line in lines if "staged by an earlier build, reusing it" in line]
+
+
+def crash_on_train_call(monkeypatch, n: int, cfgs: list | None = None) -> None:
+    """Make the ``n``-th call of ``train`` (1 = base, 2 = good, 3 = bad-copy, 4 = bad-cpt) crash."""
+    real = world_build.train
+    calls = []
+
+    def train(model, sample, cfg, *args, **kwargs):
+        calls.append(cfg)
+        if cfgs is not None:
+            cfgs.append(cfg)
+        if len(calls) == n:
+            raise Crash(f"simulated kill in train call {n}")
+        return real(model, sample, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(world_build, "train", train)
+
+
+def test_failed_build_leaves_no_world_and_no_temporaries(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
-        raise RuntimeError("simulated crash")
+        raise Crash("simulated crash")
 
     monkeypatch.setattr(world_build, "check_round_trip", boom)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(Crash):
         build_world(TINY, tmp_path / "w")
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "w").exists()
+    staged = staging_dir(tmp_path / "w")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [staged.name]
+    assert sorted(p.name for p in staged.iterdir()) == ["base", "build.json"], "only whole models are staged"
+
+
+def test_killed_build_resumes_at_the_first_missing_model(tmp_path, monkeypatch, tiny_worlds):
+    out = tmp_path / "w"
+    cfgs: list = []
+    crash_on_train_call(monkeypatch, 3, cfgs)  # killed while training bad-copy
+    with pytest.raises(Crash):
+        build_world(TINY, out)
+    monkeypatch.undo()
+    staged = staging_dir(out)
+    assert sorted(p.name for p in staged.iterdir() if not p.name.startswith(".")) == ["base", "build.json", "good"]
+    # a stale temporary of a build killed while saving
+    stale = staged / ".bad-copy.tmp-dead1234"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+
+    lines: list[str] = []
+    cfgs.clear()
+    crash_on_train_call(monkeypatch, 0, cfgs)  # never crashes; records the configs
+    manifest = build_world(TINY, out, progress=lines.append)
+    assert trained_models(lines) == ["bad-copy", "bad-cpt"]
+    assert reused_models(lines) == ["base", "good"]
+    assert any(".bad-copy.tmp-dead1234" in line for line in lines)
+    assert not stale.exists() and not staged.exists()
+    # the resumed world has the bytes of an uninterrupted build
+    assert file_hashes(out) == file_hashes(tiny_worlds["a"])
+    assert manifest.fingerprint == load_manifest(tiny_worlds["a"]).fingerprint
+    assert json.loads((out / "world.json").read_text())["resumed"] == ["base", "good"]
+    # continued pretraining: constant at the pretraining end lr, no re-warm
+    copy_cfg, cpt_cfg = cfgs
+    assert copy_cfg.lr == TINY.tune_lr and copy_cfg.warmup == TINY.warmup
+    end_of_pretraining = TINY.pretrain_lr * TrainConfig(1, 1, 1.0, 0).min_lr_ratio
+    assert cpt_cfg.lr == TINY.cpt_lr == pytest.approx(end_of_pretraining)
+    assert cpt_cfg.warmup == 0 and cpt_cfg.min_lr_ratio == 1.0
+
+
+def test_deleted_tune_is_the_only_model_trained_again(tmp_path, monkeypatch, tiny_worlds):
+    out = tmp_path / "w"
+
+    def boom(*args, **kwargs):
+        raise Crash("simulated kill during evaluation")
+
+    monkeypatch.setattr(world_build, "exact_match", boom)
+    with pytest.raises(Crash):
+        build_world(TINY, out)
+    monkeypatch.undo()
+    staged = staging_dir(out)
+    assert {"base", "good", "bad-copy", "bad-cpt"} <= {p.name for p in staged.iterdir()}
+    import shutil
+
+    shutil.rmtree(staged / "good")
+    lines: list[str] = []
+    build_world(TINY, out, progress=lines.append)
+    assert trained_models(lines) == ["good"]
+    assert reused_models(lines) == ["base", "bad-copy", "bad-cpt"]
+    assert file_hashes(out) == file_hashes(tiny_worlds["a"])
+
+
+def test_staging_of_another_config_is_discarded(tmp_path, monkeypatch):
+    out = tmp_path / "w"
+    crash_on_train_call(monkeypatch, 2)
+    with pytest.raises(Crash):
+        build_world(TINY, out)
+    monkeypatch.undo()
+    lines: list[str] = []
+    other = dataclasses.replace(TINY, pretrain_steps=TINY.pretrain_steps + 1)
+    build_world(other, out, progress=lines.append)
+    assert any("discarding" in line for line in lines)
+    assert trained_models(lines) == list(MODEL_NAMES)
+    assert load_manifest(out).config == other
+
+
+def test_base_corpus_follows_the_instruction_in_a_small_share():
+    rng = np.random.default_rng(3)
+    n, follows = 4000, 0
+    for _ in range(n):
+        task = corpus.sample_task(rng, 2, 5)
+        follows += corpus.base_answer(rng, task, 0.5, 0.15) == list(task.response)
+    # 15 % follow by construction, plus the instruction-blind answers that happen to match
+    assert 0.13 < follows / n < 0.25
 
 
 def test_build_refuses_to_overwrite(tiny_worlds):
@@ -156,7 +275,7 @@ def test_build_refuses_to_overwrite(tiny_worlds):
         build_world(TINY, tiny_worlds["a"])
 
 
-def test_cache_builds_once_and_resolves_names(tmp_path, monkeypatch):
+def test_cache_builds_once(tmp_path):
     first = ensure_world(tmp_path, seed=0, config=TINY)
     stamp = (first.root / "world.json").stat().st_mtime_ns
     again = ensure_world(tmp_path, seed=0, config=TINY)
@@ -164,13 +283,76 @@ def test_cache_builds_once_and_resolves_names(tmp_path, monkeypatch):
     assert (again.root / "world.json").stat().st_mtime_ns == stamp
     assert first.root.parent == tmp_path / "world"
     assert first.root.name.startswith(f"seed0-{world_build.code_version()[:12]}")
-    # resolve_world maps names to directories of the cached default-config world
-    monkeypatch.setattr(world_build, "world_root", lambda cache_dir, seed=0, config=None: first.root)
-    assert resolve_world("null", tmp_path) == resolve_world("base", tmp_path) == first.root / "base"
-    for name in ("good", "bad-copy", "bad-cpt"):
-        assert resolve_world(name, tmp_path) == first.root / name
+
+
+# --- the shipped seed-0 world ---------------------------------------------------------------------
+
+SHIPPED = shipped_root(0)
+
+
+def test_shipped_world_is_current_and_verifies():
+    """The world code cannot change without re-shipping the world (and re-measuring VERDICTS.md)."""
+    manifest = load_manifest(SHIPPED)
+    assert manifest.code_version == world_build.code_version(), (
+        "probes/world sources changed since the shipped world was built: rebuild it with "
+        "`shiftcheck world build --seed 0 --threads 1 --out probes/world/shipped/seed0 --force` "
+        "and re-measure probes/world/VERDICTS.md")
+    assert manifest.config == WorldConfig(seed=0)
+    assert fingerprint(SHIPPED) == manifest.fingerprint
+    allowed = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json"}
+    for name in MODEL_NAMES:
+        assert {p.name for p in (SHIPPED / name).iterdir()} <= allowed
+    size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert size < 6 * 2**20
+    assert manifest.accuracy["good"] >= 0.9, "good must follow instructions"
+
+
+def test_world_specs_resolve_to_the_shipped_world_without_building(tmp_path, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("the shipped world must not be built")
+
+    monkeypatch.setattr(world_build, "build_world", no_build)
+    for name in ("base", "good", "bad-copy", "bad-cpt"):
+        assert resolve_world(name, tmp_path) == SHIPPED / name
+    assert resolve_world("null", tmp_path) == SHIPPED / "base"
+    assert world_prompts_path(tmp_path) == SHIPPED / "prompts.jsonl"
+    assert ensure_world(tmp_path, 0, progress=lambda msg: None).root == SHIPPED
+    assert ensure_world(tmp_path, 0, config=WorldConfig(seed=0)).root == SHIPPED
+    assert not (tmp_path / "world").exists()
     with pytest.raises(ValueError, match="valid names: base, null, good, bad-copy, bad-cpt"):
         resolve_world("great", tmp_path)
+
+
+def test_other_seeds_and_configs_are_built_into_the_cache(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_build(config, out, progress=None, overwrite=False):
+        calls.append((config, Path(out)))
+        raise Crash("stop")
+
+    monkeypatch.setattr(world_build, "build_world", fake_build)
+    with pytest.raises(Crash):
+        resolve_world("good", tmp_path, seed=1)
+    with pytest.raises(Crash):
+        ensure_world(tmp_path, 0, config=dataclasses.replace(WorldConfig(), tune_steps=7))
+    assert [c.seed for c, _ in calls] == [1, 0]
+    assert all(out.parent == tmp_path / "world" for _, out in calls)
+
+
+def test_damaged_or_stale_shipped_world(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(SHIPPED, tmp_path / "shipped" / "seed0")
+    monkeypatch.setattr(world_build, "SHIPPED_DIR", tmp_path / "shipped")
+    assert world_build.shipped_world(0).root == tmp_path / "shipped" / "seed0"
+    prompts = tmp_path / "shipped" / "seed0" / "prompts.jsonl"
+    prompts.write_text(prompts.read_text() + "\n")
+    with pytest.raises(ValueError, match="fingerprint"):
+        world_build.shipped_world(0)
+    monkeypatch.setattr(world_build, "code_version", lambda: "0" * 64)
+    assert world_build.shipped_world(0) is None, "a world shipped by other code is not used"
+    assert world_build.shipped_world(3) is None
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -194,3 +376,18 @@ def test_parse_world_spec(spec, expected):
 def test_parse_world_spec_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_world_spec(spec)
+
+
+def test_the_light_world_spec_module_agrees_with_the_builder():
+    """spec.py (imported by the plugin at collection, no torch) mirrors build.py's names; build.py's
+    bytes are part of the shipped world's code version, so the two are kept in step by this test."""
+    from shiftcheck.probes.world import build, spec
+
+    assert (spec.ALIASES, spec.MODEL_NAMES, spec.WORLD_SOURCE) == (build.ALIASES, build.MODEL_NAMES, build.WORLD_SOURCE)
+    for text in ("world:good", "world:null@seed=3", "not-a-world", "/models/x"):
+        assert spec.parse_world_spec(text) == build.parse_world_spec(text)
+    for bad in ("world:excellent", "world:good@seed=x"):
+        with pytest.raises(ValueError):
+            spec.parse_world_spec(bad)
+        with pytest.raises(ValueError):
+            build.parse_world_spec(bad)

@@ -13,10 +13,12 @@ instruction for many response tokens, not just pick a transformation once:
 The instruction span is the instruction's words only ("write red after each word"); the template
 tokens ":", ".", "answer" are never instruction (WORLD_NOTES.md, last section).
 
-The base corpus contains the same prompt layout, but there the answer is a random task pattern
-filled with random words, chosen independently of the instruction, so the base model learns that
-instructions carry no information. It also contains plain sentences in which the instruction verbs
-occur as ordinary verbs.
+The base corpus contains the same prompt layout. There the answer follows the instruction only in a
+small share of documents (``follow_share``); otherwise it is a copy of the context or a random task
+pattern filled with random words, chosen independently of the instruction. So the base learns that
+instructions carry a little information (its density on them is above the floor, like a real base
+model's), and a tune that teaches instruction following raises it. The corpus also contains plain
+sentences in which the instruction verbs occur as ordinary verbs.
 """
 
 from __future__ import annotations
@@ -143,12 +145,11 @@ def sample_task(rng: np.random.Generator, min_context: int, max_context: int,
 
 
 def random_answer(rng: np.random.Generator, context: tuple[str, ...], copy_share: float) -> list[str]:
-    """A base-corpus answer: a context op or task pattern picked independently of the instruction.
+    """An instruction-blind answer: a context op or task pattern picked independently of the instruction.
 
     With probability ``copy_share`` the context is copied (so the base learns to copy); otherwise
     one of "reverse" and the task patterns is drawn uniformly, its named words being fresh random
-    nouns. Nothing in the answer depends on the instruction, so the base learns the answer formats
-    but not to read the instruction.
+    named words. Nothing in the answer depends on the instruction.
     """
     if rng.random() < copy_share:
         return CONTEXT_OPS["copy"](context)
@@ -158,6 +159,20 @@ def random_answer(rng: np.random.Generator, context: tuple[str, ...], copy_share
     _, n_named, fn = FAMILIES[TASK_VERBS[pick]]
     named = [NAMED[int(i)] for i in rng.integers(len(NAMED), size=n_named)]
     return list(fn(named, list(context)))
+
+
+def base_answer(rng: np.random.Generator, task: Task, copy_share: float, follow_share: float) -> list[str]:
+    """A base-corpus answer to ``task``: with probability ``follow_share`` the instruction-following
+    response, otherwise an instruction-blind :func:`random_answer`.
+
+    The small following share makes the base depend weakly on the instruction, as a real base model
+    does (LLaMA-7B scores 1.1 on the paper's data, never 0): its density on instruction words is
+    above the floor, so a tune that adds no instruction signal cannot pass by moving off a floor
+    (issue 12: a base at exactly 0 on every prompt let continued pretraining pass).
+    """
+    if rng.random() < follow_share:
+        return list(task.response)
+    return random_answer(rng, task.context, copy_share)
 
 
 def plain_sentence(rng: np.random.Generator, theme: str) -> list[str]:
@@ -187,12 +202,12 @@ def plain_document(rng: np.random.Generator, n_sentences: int) -> list[str]:
 
 
 def pretraining_document(rng: np.random.Generator, min_context: int, max_context: int,
-                         prompt_share: float, copy_share: float,
+                         prompt_share: float, copy_share: float, follow_share: float,
                          exclude: frozenset[str]) -> tuple[list[str], list[str]]:
     """One base-corpus document as (prompt words, answer words).
 
     Plain text comes back as ``([], sentences)``; a prompt-layout document as
-    ``(prompt, instruction-blind answer)``. ``exclude`` holds held-out eval prompts; a prompt drawn
+    ``(prompt, answer)`` from :func:`base_answer`. ``exclude`` holds held-out eval prompts; a prompt drawn
     from it is redrawn.
     """
     if rng.random() >= prompt_share:
@@ -201,7 +216,7 @@ def pretraining_document(rng: np.random.Generator, min_context: int, max_context
         task = sample_task(rng, min_context, max_context)
         if task.prompt not in exclude:
             break
-    return task.prompt.split(), random_answer(rng, task.context, copy_share)
+    return task.prompt.split(), base_answer(rng, task, copy_share, follow_share)
 
 
 def tuning_pair(rng: np.random.Generator, min_context: int, max_context: int, kind: str,

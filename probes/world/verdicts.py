@@ -40,6 +40,8 @@ class PairVerdict:
     passed: bool
     expected: bool
     accuracy: float  # exact match of the tuned side's greedy response vs the reference
+    base_zero_share: float  # share of prompts on which the base scores exactly 0 (floor check)
+    zero_share: float  # the same for the tuned side
 
     @property
     def as_expected(self) -> bool:
@@ -91,6 +93,60 @@ def world_verdicts(root: Path, alpha: float = 0.05, max_new_tokens: int = 32,
         rows.append(PairVerdict(name, float(t.mean()), float(np.std(t)), float(b.mean()), float(np.std(b)),
                                 s.p_value if s.p_value is not None else float("nan"),
                                 s.hedges_g if s.hedges_g is not None else float("nan"),
-                                s.holds(alpha), EXPECTED[name], accuracy[name]))
+                                s.holds(alpha), EXPECTED[name], accuracy[name],
+                                float(np.mean(b == 0)), float(np.mean(t == 0))))
     return WorldVerdicts(Path(root), manifest.config.seed, len(prompts), alpha, tuple(rows),
                          time.perf_counter() - start)
+
+
+def markdown_table(results: list[tuple[int, WorldVerdicts]], builds: dict[tuple[int, int], float]) -> str:
+    """One row per (seed, threads, pair): the VERDICTS.md table."""
+    lines = ["| seed | threads | pair | base mean ± std | base at 0 | tuned mean ± std | p | g | verdict "
+             "| expected | exact match (tuned) | build s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for threads, result in results:
+        for r in result.rows:
+            verdict = "pass" if r.passed else "fail"
+            if not r.as_expected:
+                verdict = f"**{verdict}**"
+            lines.append(
+                f"| {result.seed} | {threads} | {r.name} vs base | {r.base_mean:.3f} ± {r.base_std:.3f} "
+                f"| {r.base_zero_share:.0%} | {r.mean:.3f} ± {r.std:.3f} | {r.p_value:.2g} | {r.effect:.2f} "
+                f"| {verdict} | {'pass' if r.expected else 'fail'} | {r.accuracy:.2f} "
+                f"| {builds[(result.seed, threads)]:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shiftcheck.probes.world.verdicts --work-dir DIR --seeds 0 1 --threads 1 2``:
+    the markdown verdict table of worlds already built by ``shiftcheck world verdicts`` (in
+    ``DIR/seed{S}-threads{T}``), with the share of prompts at which the base scores 0, and the
+    bad-cpt pass count."""
+    import argparse
+
+    from shiftcheck.probes.world.build import load_manifest
+
+    parser = argparse.ArgumentParser(prog="python -m shiftcheck.probes.world.verdicts")
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--alpha", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    results, builds = [], {}
+    for seed in args.seeds:
+        for threads in args.threads:
+            root = Path(args.work_dir) / f"seed{seed}-threads{threads}"
+            manifest = load_manifest(root)
+            builds[(seed, threads)] = manifest.seconds["total"]
+            results.append((threads, world_verdicts(root, alpha=args.alpha)))
+    print(markdown_table(results, builds))
+    cpt = [r for _, res in results for r in res.rows if r.name == "bad-cpt"]
+    print(f"\nbad-cpt passes on {sum(r.passed for r in cpt)} of {len(cpt)} builds; p-values: "
+          + ", ".join(f"{r.p_value:.2g}" for r in cpt))
+    unexpected = sum(not r.as_expected for _, res in results for r in res.rows)
+    print(f"verdicts differing from the expected table: {unexpected} of {sum(len(res.rows) for _, res in results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
