@@ -147,10 +147,11 @@ def _add_paper_data(sub: argparse._SubParsersAction) -> None:
     add_paper_data(sub)
 
 
+from shiftcheck.cli_pairs import add_pairs  # noqa: E402  (finding 2; imports nothing heavy)
 from shiftcheck.ffn_cli import add_ffn_words  # noqa: E402  (finding 3; imports nothing heavy)
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_world, _add_cache, _add_paper_data, add_ffn_words)
+    _add_world, _add_cache, add_pairs, add_ffn_words, _add_paper_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -233,3 +233,16 @@ def _glove():
     if not _KV:
         _KV.append(words.load_glove())
     return _KV[0]
+
+
+def test_the_pairs_export_writes_the_authors_format_and_replays(tmp_path, capsys):
+    from shiftcheck.cli import main
+
+    out = tmp_path / "pairs.tsv"
+    assert main(["pairs", "world:good", "--layers", "0", "--out", str(out), "--device", "cpu"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].split("\t") == ["Model", "Size", "Layer", "Type", "Head", "Dim", "Rank", "Score", "TopK"]
+    assert len(lines) == 1 + 4 * 24  # 4 heads x 24 neurons of layer 0
+    assert all(line.split("\t")[3] == "QK" for line in lines[1:])
+    replay = read_pairs_tsv(out, "good")
+    assert replay.n_heads == 4 and any(replay.pair_set(0, h) for h in range(4))
