@@ -113,7 +113,12 @@ def main() -> None:
     paths = [p for p in args.paths.split(",") if p]
     if paths[0] != "loop":
         raise SystemExit("--paths must start with loop: it is the reference")
-    shape = [a for a in sys.argv[1:] if a not in ("--json",)]
+    shape = ["--device", args.device, "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads",
+             str(args.heads), "--vocab", str(args.vocab), "--prompt", str(args.prompt), "--response",
+             str(args.response), "--repeats", str(args.repeats)]
+    for flag, value in (("--kv-heads", args.kv_heads), ("--intermediate", args.intermediate), ("--chunk", args.chunk)):
+        if value is not None:
+            shape += [flag, str(value)]
     print(f"shape: hidden {args.hidden}, layers {args.layers}, vocab {args.vocab}, N={args.prompt}, "
           f"M={args.response}, device {args.device}, repeats {args.repeats}")
     rows, I_ref = {}, None
