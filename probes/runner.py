@@ -27,7 +27,14 @@ from shiftcheck.probes import __version__
 from shiftcheck.probes import importance as imp
 from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
 from shiftcheck.probes.models.fingerprint import fingerprint_checkpoint
-from shiftcheck.probes.models.loading import Checkpoint, LoadOptions, PairInfo, load_checkpoint, validate_pair
+from shiftcheck.probes.models.loading import (
+    Checkpoint,
+    LoadOptions,
+    PairInfo,
+    inspect_checkpoint,
+    load_checkpoint,
+    validate_pair,
+)
 from shiftcheck.probes.prompts import Prompt
 from shiftcheck.probes.world.build import ensure_world
 from shiftcheck.probes.world.spec import parse_world_spec
@@ -175,10 +182,11 @@ class CheckpointRef:
 
     label: str  # "base" or "tuned"
     spec: str  # as given: path, hub id or world:NAME
-    location: str  # local directory or hub id actually loaded
+    location: str  # local directory, .gguf file or hub id actually loaded
     fingerprint: str
-    revision: str | None = None
+    revision: str | None = None  # for a hub id: the commit sha the fingerprint names
     adapter: str | None = None
+    gguf_file: str | None = None  # a .gguf file's name inside ``location`` (a directory or hub repo)
 
 
 def resolve_ref(
@@ -188,8 +196,14 @@ def resolve_ref(
     revision: str | None = None,
     adapter: str | None = None,
     progress: Callable[[str], None] | None = None,
+    gguf_file: str | None = None,
 ) -> CheckpointRef:
-    """Resolve ``world:NAME[@seed=N]`` (the shipped world, or a build for other seeds) and fingerprint."""
+    """Resolve ``world:NAME[@seed=N]`` (the shipped world, or a build for other seeds) and fingerprint.
+
+    A hub id's ``revision`` (a branch, a tag or None for the default branch) is replaced by the commit
+    sha it resolved to, so that loading reads exactly the fingerprinted commit even when the branch
+    moves. ``gguf_file`` names a .gguf file inside a directory (or hub repository) ``spec``.
+    """
     world = parse_world_spec(spec)
     if world is not None:
         name, seed = world
@@ -197,10 +211,12 @@ def resolve_ref(
     else:
         location = spec
     memo = cache_dir / "fingerprints"
-    fingerprint = fingerprint_checkpoint(location, revision=revision, memo_dir=memo)
+    fingerprint = fingerprint_checkpoint(location, revision=revision, memo_dir=memo, gguf_file=gguf_file)
+    if fingerprint.startswith("hub:"):
+        revision = fingerprint.rsplit("@", 1)[1]  # "hub:<repo>@<sha>"
     if adapter is not None:
         fingerprint += "+adapter:" + fingerprint_checkpoint(adapter, memo_dir=memo)
-    return CheckpointRef(label, spec, location, fingerprint, revision, adapter)
+    return CheckpointRef(label, spec, location, fingerprint, revision, adapter, gguf_file)
 
 
 def quiet_loading() -> None:
@@ -247,13 +263,18 @@ class PairRunner:
             device=self.options.device,
             adapter=ref.adapter,
             trust_remote_code=self.options.trust_remote_code,
+            gguf_file=ref.gguf_file,
+            device_map=self.options.device_map,
+            low_cpu_mem_usage=self.options.low_cpu_mem_usage,
+            attn_implementation=self.options.attn_implementation,
         )
 
     def check(self) -> PairInfo:
-        """Architecture, sizes and tokenizers agree: checked on every run, even when all is cached."""
+        """Architecture, sizes and tokenizers agree: checked on every run, even when all is cached,
+        from configs and tokenizers only (no weight is loaded)."""
         if self._info is None:
-            base = load_checkpoint(self.base.location, self.options_for(self.base))
-            tuned = load_checkpoint(self.tuned.location, self.options_for(self.tuned))
+            base = inspect_checkpoint(self.base.location, self.options_for(self.base))
+            tuned = inspect_checkpoint(self.tuned.location, self.options_for(self.tuned))
             self._info = validate_pair(base, tuned)
         return self._info
 

@@ -6,7 +6,10 @@ is only ever reused for the same weights:
 * local directory -> ``"sha256:<hex>"``, a SHA-256 over every regular file of the checkpoint
   (weights, configs, tokenizer files), see :func:`fingerprint_path`;
 * Hugging Face Hub id -> ``"hub:<repo_id>@<commit sha>"``, the resolved commit, see
-  :func:`fingerprint_hub`.
+  :func:`fingerprint_hub`;
+* GGUF file (a ``.gguf`` path, or a directory plus ``gguf_file``) -> ``"gguf:sha256:<hex>"``, the
+  SHA-256 of that one file's content (other files beside it play no part in loading), see
+  :func:`fingerprint_file`.
 
 Directory hash (one line per file, files in sorted order of their POSIX relative path ``r_i``)::
 
@@ -33,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from shiftcheck.probes.cache import sha256_of_file as hash_file  # the one sha256 helper
+from shiftcheck.probes.models.errors import CheckpointError
+from shiftcheck.probes.models.gguf import gguf_location, is_gguf_name
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +182,19 @@ def fingerprint_path(path: Path, memo_dir: Path | None) -> str:
     return "sha256:" + combine([(rel.as_posix(), stamps[str(root / rel)].sha256) for rel in rel_paths])
 
 
+def fingerprint_file(path: Path, memo_dir: Path | None) -> str:
+    """``"gguf:sha256:<hex>"``: the content hash of one checkpoint file, memoised like directory files."""
+    file = Path(path).expanduser().absolute()
+    if not file.is_file():
+        raise FingerprintError(f"checkpoint file {file} does not exist or is not a file")
+    memo_path = memo_file(Path(memo_dir)) if memo_dir is not None else None
+    memo = read_memo(memo_path) if memo_path is not None else {}
+    stamp = stamped_hash(file, memo)
+    if memo_path is not None and memo.get(str(file)) != stamp:
+        write_memo(memo_path, {**read_memo(memo_path), str(file): stamp})
+    return "gguf:sha256:" + stamp.sha256
+
+
 def fingerprint_hub(repo_id: str, revision: str | None) -> str:
     """``"hub:<repo_id>@<sha>"`` where ``sha`` is the commit ``revision`` (default branch if ``None``) resolves to.
 
@@ -205,23 +223,35 @@ def fingerprint_hub(repo_id: str, revision: str | None) -> str:
 def looks_like_path(spec: str) -> bool:
     """True if ``spec`` names a local path rather than a Hub id (``name`` or ``org/name``).
 
-    Absolute, ``~``- or ``.``-prefixed, deeper than ``org/name``, with a backslash, or a relative
-    path whose parent directory exists locally (``models/x`` when ``models/`` is here). The one
-    heuristic used by loading and fingerprinting alike.
+    Absolute, ``~``- or ``.``-prefixed, deeper than ``org/name``, with a backslash, a ``.gguf`` file
+    name, or a relative path whose parent directory exists locally (``models/x`` when ``models/`` is
+    here). The one heuristic used by loading and fingerprinting alike.
     """
-    if spec.startswith(("/", "~", ".")) or "\\" in spec or spec.count("/") > 1:
+    if spec.startswith(("/", "~", ".")) or "\\" in spec or spec.count("/") > 1 or is_gguf_name(spec):
         return True
     parent = Path(spec).parent
     return str(parent) not in ("", ".") and parent.is_dir()
 
 
-def fingerprint_checkpoint(spec: str, revision: str | None = None, memo_dir: Path | None = None) -> str:
-    """Fingerprint ``spec``: an existing local directory by content, anything else as a Hub repo id.
+def fingerprint_checkpoint(
+    spec: str, revision: str | None = None, memo_dir: Path | None = None, gguf_file: str | None = None
+) -> str:
+    """Fingerprint ``spec``: a GGUF file (a ``.gguf`` path, or a directory plus ``gguf_file``) by that
+    file's content, an existing local directory by content, anything else as a Hub repo id (with
+    ``gguf_file``: still the repo's commit, which fixes the file).
 
     A ``revision`` only makes sense for the Hub; giving one with a local directory is an error, since
     the directory's content, not a revision, is what would be loaded.
     """
+    try:
+        gguf = gguf_location(spec, gguf_file)
+    except CheckpointError as exc:
+        raise FingerprintError(str(exc)) from None
     local = Path(spec).expanduser()
+    if gguf is not None:
+        if revision is not None:
+            raise FingerprintError(f"revision {revision!r} was given for local GGUF file {local}; drop the revision")
+        return fingerprint_file(gguf[0] / gguf[1], memo_dir)
     if local.is_dir():
         if revision is not None:
             raise FingerprintError(

@@ -1,22 +1,27 @@
-"""Load a base or tuned checkpoint safely and check that a base/tuned pair is comparable.
+"""Load a base or tuned checkpoint safely, inspect one without its weights, and check that a
+base/tuned pair is comparable.
 
 What loading guarantees (each failure is a :class:`CheckpointError` whose message names the cause):
 
-* weights come from ``*.safetensors`` only (``use_safetensors=True``; pickles are never loaded);
-  a corrupt file is named before ``transformers`` sees it;
+* weights come from ``*.safetensors`` (``use_safetensors=True``, sharded or not) or from a GGUF
+  file (dequantised to the requested dtype, see :mod:`~probes.models.gguf`); pickles are never
+  loaded; a corrupt file is named before ``transformers`` sees it;
 * a local path that does not exist fails as ``checkpoint not found: <path>`` without any network
   call; anything else is treated as a hub id (``from_pretrained`` with ``revision``);
 * the tokenizer is a fast tokenizer (offsets are required by METHODS.md §1.7) and reproduces its
-  own ``tokenizer.json`` (WORLD_NOTES.md: with transformers 5 a word-level tokenizer saved beside a
-  Qwen2 config reloads as ``Qwen2Tokenizer`` with wrong ids);
-* the model is in ``eval()`` mode on the requested device and dtype, an optional PEFT adapter is
-  merged into the weights, and :class:`~probes.architectures.WeightViews` are attached.
+  own ``tokenizer.json``, or for a GGUF the vocabulary stored in the file (WORLD_NOTES.md: with
+  transformers 5 a word-level tokenizer saved beside a Qwen2 config reloads as ``Qwen2Tokenizer``
+  with wrong ids); see :mod:`~probes.models.tokenizer_checks`;
+* the model is in ``eval()`` mode on the requested device (or placed by ``device_map``) and dtype,
+  an optional PEFT adapter is merged into the weights, and :class:`~probes.architectures.WeightViews`
+  are attached.
 
-:func:`validate_pair` then checks METHODS.md's implicit precondition that both models share the
-architecture, the shapes and the token ids that the probes compare.
+:func:`inspect_checkpoint` reads the same config and tokenizer (same checks) and builds the model on
+the ``meta`` device, so :func:`validate_pair` (:mod:`~probes.models.pairs`) can refuse an
+incompatible pair on every run without reading a weight.
 
-Reading order: errors and options -> device/dtype parsing -> local pre-flight checks ->
-tokenizer checks -> :func:`load_checkpoint` -> :func:`validate_pair`.
+Reading order: errors and options -> device/dtype parsing -> local pre-flight checks -> sources ->
+:func:`inspect_checkpoint` -> :func:`load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -30,18 +35,20 @@ from typing import Any
 import torch
 
 from shiftcheck.probes.models.architectures import UnsupportedArchitectureError, WeightViews, get_adapter
+from shiftcheck.probes.models.errors import CheckpointError, PairMismatchError
 from shiftcheck.probes.models.fingerprint import looks_like_path
+from shiftcheck.probes.models.gguf import check_gguf_file, check_gguf_tokenizer, gguf_location
+from shiftcheck.probes.models.pairs import CheckpointInfo, PairInfo, validate_pair
+from shiftcheck.probes.models.tokenizer_checks import PROBE_TEXT, check_tokenizer
+
+__all__ = [
+    "PROBE_TEXT", "Checkpoint", "CheckpointError", "CheckpointInfo", "LoadOptions", "PairInfo", "PairMismatchError",
+    "UnsupportedCheckpointArchitectureError", "check_tokenizer", "inspect_checkpoint", "load_checkpoint",
+    "resolve_device", "resolve_dtype", "validate_pair",
+]
 
 # ---------------------------------------------------------------------------------------------
 # Errors and options
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be loaded or used; base class of all loading errors."""
-
-
-class PairMismatchError(CheckpointError):
-    """Base and tuned checkpoints cannot be compared (shapes or tokenizers differ)."""
 
 
 class UnsupportedCheckpointArchitectureError(CheckpointError, UnsupportedArchitectureError):
@@ -59,6 +66,7 @@ DTYPES: dict[str, torch.dtype | str] = {
 }
 DEVICE_SPECS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...)"
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
 def resolve_dtype(spec: str) -> torch.dtype | str:
@@ -110,10 +118,23 @@ class LoadOptions:
     device: str = "cpu"  # see DEVICE_SPECS
     adapter: str | None = None  # PEFT adapter directory, merged into the weights (needs `peft`)
     trust_remote_code: bool = False  # passed to transformers only when True
+    gguf_file: str | None = None  # name of a .gguf file inside the checkpoint directory (or hub repo)
+    device_map: str | None = None  # e.g. "auto": transformers/accelerate place the layers; no .to(device)
+    low_cpu_mem_usage: bool = False  # passed to from_pretrained only when True
+    attn_implementation: str | None = None  # see ATTN_IMPLEMENTATIONS; None: the transformers default
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)
         _parse_device(self.device)
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise CheckpointError(
+                f"unknown attn_implementation {self.attn_implementation!r}; accepted values: "
+                f"{', '.join(ATTN_IMPLEMENTATIONS)} (or None for the transformers default)"
+            )
+        if self.device_map is not None and (not isinstance(self.device_map, str) or not self.device_map.strip()):
+            raise CheckpointError(
+                f"device_map must be a non-empty string such as 'auto', 'cpu' or 'cuda:0', got {self.device_map!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,122 +199,19 @@ def _adapter_directory(adapter: str) -> Path:
         raise CheckpointError(f"no adapter_config.json in {path}: not a PEFT adapter directory")
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
+        pickles = ", ".join(sorted(p.name for pattern in _PICKLE_PATTERNS for p in path.glob(pattern)))
+        found = f"only pickled weights ({pickles}), never loaded since unpickling can run code" if pickles else \
+            "no adapter_model.safetensors"
         raise CheckpointError(
-            f"{path} has no adapter_model.safetensors; only safetensors adapters are accepted "
-            "(save with save_pretrained(..., safe_serialization=True))"
+            f"adapter {path} has {found}; only safetensors adapters are accepted. Convert once in a trusted "
+            "environment: load the adapter (PeftModel.from_pretrained(base_model, path)) and "
+            "save_pretrained(path, safe_serialization=True)"
         )
     for file in weights:
         _check_safetensors_file(file)
     return path
 
 
-# ---------------------------------------------------------------------------------------------
-# Tokenizer checks
-
-PROBE_TEXT = "Write a short poem about the sea, then list three facts."
-
-
-def _squash(text: str) -> str:
-    return "".join(text.split()).casefold()
-
-
-def _vocab_sample_text(raw: Any, n: int = 32) -> str:
-    """A text made of up to ``n`` ordinary vocabulary entries spread over the vocabulary.
-
-    Decoded by the ``tokenizers`` library itself, so it consists of known tokens even for a
-    word-level vocabulary where the English probe text is all unknown words.
-    """
-    special = set(raw.get_added_tokens_decoder())
-    ids = [i for i in range(raw.get_vocab_size(with_added_tokens=False)) if i not in special]
-    step = max(1, len(ids) // n)
-    return raw.decode(ids[::step][:n], skip_special_tokens=True)
-
-
-def check_tokenizer(tokenizer: Any, tokenizer_json: Path | None, origin: str) -> None:
-    """Refuse a tokenizer whose ids cannot be trusted (see the module docstring).
-
-    * must be fast (``is_fast``): offset mappings are needed for instruction spans (§1.7);
-    * ``convert_tokens_to_ids(tokenize(t)) == tokenizer(t, add_special_tokens=False).input_ids``;
-    * where ``tokenizer_json`` exists: same vocabulary and the same ids as
-      ``tokenizers.Tokenizer.from_file(tokenizer_json)`` on a probe text and a vocabulary sample;
-    * decoding the probe text gives the text back (up to whitespace and case) when no token is unknown.
-    """
-    name = type(tokenizer).__name__
-    if not getattr(tokenizer, "is_fast", False):
-        raise CheckpointError(
-            f"tokenizer of {origin} is a slow tokenizer ({name}); a fast tokenizer is required because the "
-            "probes need offset mappings. Provide a tokenizer.json (save a fast tokenizer with save_pretrained)."
-        )
-    texts = [PROBE_TEXT]
-    raw = None
-    if tokenizer_json is not None:
-        from tokenizers import Tokenizer
-
-        try:
-            raw = Tokenizer.from_file(str(tokenizer_json))
-        except Exception as exc:
-            raise CheckpointError(f"corrupt tokenizer file {tokenizer_json}: {exc}") from exc
-        texts.append(_vocab_sample_text(raw))
-        _check_same_vocab(tokenizer, raw, tokenizer_json, origin)
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        via_tokens = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
-        if list(via_tokens) != list(ids):
-            raise CheckpointError(
-                f"tokenizer of {origin} ({name}) is inconsistent on {text!r}: tokenize+convert_tokens_to_ids "
-                f"gives {via_tokens[:12]} but encoding gives {ids[:12]}"
-            )
-        if raw is not None:
-            expected = raw.encode(text, add_special_tokens=False).ids
-            if list(expected) != list(ids):
-                raise CheckpointError(
-                    f"tokenizer of {origin} does not reproduce its tokenizer.json: AutoTokenizer returned {name}, "
-                    f"which encodes {text!r} as {ids[:12]}, but {tokenizer_json} gives {expected[:12]}. "
-                    "transformers 5 rebuilds the tokenizer of some model types (e.g. Qwen2) from the vocabulary "
-                    "alone (WORLD_NOTES.md), so every probe would use wrong token ids. Save a tokenizer of the "
-                    "model family's own class, or a config whose model type keeps tokenizer.json (e.g. Llama)."
-                )
-    ids = tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
-    if tokenizer.unk_token_id not in ids:
-        decoded = tokenizer.decode(ids)
-        if _squash(decoded) != _squash(PROBE_TEXT):
-            raise CheckpointError(
-                f"tokenizer of {origin} ({name}) does not decode its own ids: {PROBE_TEXT!r} -> {decoded!r}"
-            )
-
-
-def _check_same_vocab(tokenizer: Any, raw: Any, tokenizer_json: Path, origin: str) -> None:
-    loaded = tokenizer.get_vocab()
-    saved = raw.get_vocab(with_added_tokens=True)
-    if loaded == saved:
-        return
-    differing = [
-        f"{tok!r}: loaded={loaded.get(tok)} saved={saved.get(tok)}"
-        for tok in sorted(set(loaded) | set(saved), key=lambda t: (saved.get(t, loaded.get(t)), t))
-        if loaded.get(tok) != saved.get(tok)
-    ]
-    raise CheckpointError(
-        f"tokenizer of {origin} ({type(tokenizer).__name__}, {len(loaded)} tokens) does not match {tokenizer_json} "
-        f"({len(saved)} tokens); {len(differing)} tokens differ, e.g. {'; '.join(differing[:10])}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint. ``path`` is the local directory (None for a hub id); ``architecture`` is
-    the HF class name (e.g. ``"LlamaForCausalLM"``)."""
-
-    spec: str
-    path: Path | None
-    model: Any  # transformers PreTrainedModel, eval mode
-    tokenizer: Any  # fast tokenizer (transformers TokenizersBackend / PreTrainedTokenizerFast)
-    views: WeightViews
-    options: LoadOptions
-    architecture: str
 
 
 def _causal_lm_class_name(config: Any) -> str | None:
@@ -319,32 +237,12 @@ def _check_supported(architecture: str) -> None:
         raise UnsupportedCheckpointArchitectureError(str(exc)) from None
 
 
-def _source_error(exc: BaseException, spec: str, path: Path | None, what: str, revision: str | None) -> CheckpointError:
-    if path is not None:
-        return CheckpointError(f"could not load the {what} from {path}: {type(exc).__name__}: {exc}")
-    at = f" at revision {revision!r}" if revision else ""
-    return CheckpointError(
-        f"could not load the {what} of {spec!r}{at} from the Hugging Face hub: {type(exc).__name__}: {exc}. "
-        "The hub may be unreachable (offline machine), the id or revision may be wrong, or the repository "
-        "may be gated or lack safetensors weights; pass a local checkpoint directory instead."
-    )
-
-
 def _dtype_keyword() -> str:
     """transformers >= 4.56 takes ``dtype=``; older versions only ``torch_dtype=``."""
     import transformers
     from packaging.version import Version
 
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-
-
-def _model_kwargs(options: LoadOptions, path: Path | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"use_safetensors": True, _dtype_keyword(): resolve_dtype(options.dtype)}
-    if path is None and options.revision is not None:
-        kwargs["revision"] = options.revision
-    if options.trust_remote_code:
-        kwargs["trust_remote_code"] = True
-    return kwargs
 
 
 def _merge_adapter(model: Any, directory: Path) -> Any:
@@ -362,54 +260,176 @@ def _merge_adapter(model: Any, directory: Path) -> Any:
         raise CheckpointError(f"could not apply the adapter {directory}: {type(exc).__name__}: {exc}") from exc
 
 
-def _tokenizer_json(source: str, path: Path | None, revision: str | None) -> Path | None:
-    """Where the tokenizer.json used for the check lives: the local folder or the hub cache (no network)."""
+# ---------------------------------------------------------------------------------------------
+# Sources: where config, tokenizer and weights come from
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A checked checkpoint spec: ``path`` is the local directory (None for a hub id), ``name`` what
+    ``from_pretrained`` gets, ``gguf_file`` the GGUF file's name inside it, ``revision`` hub only."""
+
+    spec: str
+    path: Path | None
+    name: str
+    gguf_file: str | None
+    revision: str | None
+    trust_remote_code: bool
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by the config, tokenizer and model ``from_pretrained`` calls."""
+        kwargs: dict[str, Any] = {}
+        if self.revision is not None:
+            kwargs["revision"] = self.revision
+        if self.gguf_file is not None:
+            kwargs["gguf_file"] = self.gguf_file
+        if self.trust_remote_code:
+            kwargs["trust_remote_code"] = True
+        return kwargs
+
+
+def _resolve_source(spec: str, options: LoadOptions) -> _Source:
+    """Pre-flight checks of a local GGUF file or directory; hub ids pass through unchecked."""
+    gguf = gguf_location(spec, options.gguf_file)
+    if gguf is not None:
+        directory, name = gguf
+        check_gguf_file(directory / name)
+        path, gguf_file = directory, name
+    else:
+        path, gguf_file = _local_directory(spec), options.gguf_file
+        if path is not None:
+            _preflight(path)
+    revision = options.revision if path is None else None
+    return _Source(spec, path, str(path) if path is not None else spec, gguf_file, revision, options.trust_remote_code)
+
+
+def _source_error(exc: BaseException, src: _Source, what: str, path: Path | None = None) -> CheckpointError:
+    path = path if path is not None else src.path
     if path is not None:
-        candidate = path / "tokenizer.json"
-        return candidate if candidate.is_file() else None
+        return CheckpointError(f"could not load the {what} from {path}: {type(exc).__name__}: {exc}")
+    at = f" at revision {src.revision!r}" if src.revision else ""
+    return CheckpointError(
+        f"could not load the {what} of {src.spec!r}{at} from the Hugging Face hub: {type(exc).__name__}: {exc}. "
+        "The hub may be unreachable (offline machine), the id or revision may be wrong, or the repository "
+        "may be gated or lack safetensors weights; pass a local checkpoint directory instead."
+    )
+
+
+def _load_config(src: _Source) -> Any:
+    """The checkpoint's config; refuses an unsupported architecture before any weight is read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(src.name, **src.kwargs())
+    except (OSError, ValueError) as exc:
+        raise _source_error(exc, src, "config") from exc
+    architecture = _causal_lm_class_name(config)
+    if architecture is not None:
+        _check_supported(architecture)  # before reading gigabytes of weights
+    return config
+
+
+def _cached_hub_file(repo: str, filename: str, revision: str | None) -> Path | None:
+    """A file of a hub repository from the local hub cache (no network), or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
         return None
-    cached = try_to_load_from_cache(source, "tokenizer.json", revision=revision)
+    cached = try_to_load_from_cache(repo, filename, revision=revision)
     return Path(cached) if isinstance(cached, str) else None
 
 
-def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOptions()) -> Checkpoint:
-    """Load a causal LM and its tokenizer from a local directory or a hub id (see module docstring).
+def _load_tokenizer(src: _Source, adapter: Path | None) -> Any:
+    """The checked fast tokenizer: the adapter's when it has a tokenizer.json, else the checkpoint's."""
+    from transformers import AutoTokenizer
 
-    With ``options.adapter`` the PEFT adapter is merged into the weights, and the adapter folder's
-    tokenizer is used when it has one. Raises :class:`CheckpointError` (or a subclass) on any problem.
+    if adapter is not None and (adapter / "tokenizer.json").is_file():
+        name, path, kwargs = str(adapter), adapter, {"trust_remote_code": True} if src.trust_remote_code else {}
+    else:
+        name, path, kwargs = src.name, src.path, src.kwargs()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as exc:
+        raise _source_error(exc, src, "tokenizer", path) from exc
+    if "gguf_file" not in kwargs:
+        saved = path / "tokenizer.json" if path is not None else _cached_hub_file(name, "tokenizer.json", src.revision)
+        check_tokenizer(tokenizer, saved if saved is not None and saved.is_file() else None, origin=name)
+        return tokenizer
+    file = path / src.gguf_file if path is not None else _cached_hub_file(name, src.gguf_file, src.revision)
+    if file is None:
+        raise CheckpointError(f"GGUF file {src.gguf_file!r} of {src.spec!r} is not in the hub cache; cannot check "
+                              "its tokenizer. Download it and pass the local file instead.")
+    check_gguf_tokenizer(tokenizer, file, origin=f"{name} ({src.gguf_file})")
+    return tokenizer
+
+
+def _info(spec: str, views: WeightViews, tokenizer: Any) -> CheckpointInfo:
+    return CheckpointInfo(
+        spec=spec, architecture=views.architecture, n_layers=views.n_layers, n_heads=views.n_heads,
+        n_kv_heads=views.n_kv_heads, d_model=views.d_model, d_head=views.d_head, d_mlp=views.d_mlp,
+        d_vocab=views.d_vocab, tokenizer=tokenizer,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inspecting and loading
+
+
+def inspect_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOptions()) -> CheckpointInfo:
+    """Architecture, dimensions and checked tokenizer of a checkpoint, without loading its weights.
+
+    Runs every check of :func:`load_checkpoint` that needs no weight (pre-flight, supported
+    architecture, adapter folder, tokenizer) and builds the model from its config on the ``meta``
+    device, whose parameters have shapes but no data. An adapter (LoRA) keeps the base shapes.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     spec = os.fspath(spec)
-    device = resolve_device(options.device)
-    path = _local_directory(spec)
-    if path is not None:
-        _preflight(path)
+    src = _resolve_source(spec, options)
     adapter = _adapter_directory(options.adapter) if options.adapter is not None else None
-    source = str(path) if path is not None else spec
-    kwargs = _model_kwargs(options, path)
-    remote = {"trust_remote_code": True} if options.trust_remote_code else {}
-    revision = kwargs.get("revision")
-
+    config = _load_config(src)
     try:
-        config = AutoConfig.from_pretrained(source, **({"revision": revision} if revision else {}), **remote)
-    except (OSError, ValueError) as exc:
-        raise _source_error(exc, spec, path, "config", revision) from exc
-    architecture = _causal_lm_class_name(config)
-    if architecture is not None:
-        _check_supported(architecture)  # before reading gigabytes of weights
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, **({"trust_remote_code": True} if src.trust_remote_code else {}))
+    except Exception as exc:
+        raise _source_error(exc, src, "model skeleton (from its config)") from exc
+    _check_supported(type(skeleton).__name__)
+    return _info(spec, WeightViews(skeleton), _load_tokenizer(src, adapter))
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs)
-    except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
-        raise _source_error(exc, spec, path, "model weights", revision) from exc
-    if adapter is not None:
-        model = _merge_adapter(model, adapter)
-    architecture = type(model).__name__
-    _check_supported(architecture)
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. ``path`` is the local directory (None for a hub id); ``architecture`` is
+    the HF class name (e.g. ``"LlamaForCausalLM"``)."""
+
+    spec: str
+    path: Path | None
+    model: Any  # transformers PreTrainedModel, eval mode
+    tokenizer: Any  # fast tokenizer (transformers TokenizersBackend / PreTrainedTokenizerFast)
+    views: WeightViews
+    options: LoadOptions
+    architecture: str
+
+    @property
+    def info(self) -> CheckpointInfo:
+        """The same record :func:`inspect_checkpoint` gives, read from the loaded weights."""
+        return _info(self.spec, self.views, self.tokenizer)
+
+
+def _model_kwargs(src: _Source, options: LoadOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {_dtype_keyword(): resolve_dtype(options.dtype), **src.kwargs()}
+    if src.gguf_file is None:
+        kwargs["use_safetensors"] = True
+    if options.device_map is not None:
+        kwargs["device_map"] = options.device_map
+    if options.low_cpu_mem_usage:
+        kwargs["low_cpu_mem_usage"] = True
+    if options.attn_implementation is not None:
+        kwargs["attn_implementation"] = options.attn_implementation
+    return kwargs
+
+
+def _move(model: Any, spec: str, device: torch.device) -> None:
     try:
         model.to(device)
     except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -420,123 +440,34 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
             f"out of memory moving {spec!r} ({n_bytes / 2**30:.1f} GiB of weights) to {device}; "
             "free the device, pick another with --device cuda:N, or run on --device cpu"
         ) from exc
-    model.eval()
-
-    tokenizer_source, tokenizer_path = source, path
-    if adapter is not None and (adapter / "tokenizer.json").is_file():
-        tokenizer_source, tokenizer_path = str(adapter), adapter
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer_source, **({"revision": revision} if revision and tokenizer_path is None else {}), **remote
-        )
-    except Exception as exc:
-        raise _source_error(exc, spec, tokenizer_path, "tokenizer", revision) from exc
-    check_tokenizer(tokenizer, _tokenizer_json(tokenizer_source, tokenizer_path, revision), origin=tokenizer_source)
-
-    return Checkpoint(
-        spec=spec,
-        path=path,
-        model=model,
-        tokenizer=tokenizer,
-        views=WeightViews(model),
-        options=options,
-        architecture=architecture,
-    )
 
 
-# ---------------------------------------------------------------------------------------------
-# Pair validation
+def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOptions()) -> Checkpoint:
+    """Load a causal LM and its tokenizer from a local directory, a GGUF file or a hub id (see the
+    module docstring).
 
-
-@dataclass(frozen=True)
-class PairInfo:
-    """What the probes may compare. Token ids ``0 .. shared_vocab-1`` mean the same token in both
-    tokenizers and have rows in both embedding matrices; ``warnings`` are tolerated differences."""
-
-    shared_vocab: int
-    warnings: tuple[str, ...]
-
-
-_SHAPE_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_model", "d_head", "d_mlp")
-
-
-def _shape_differences(base: Checkpoint, tuned: Checkpoint) -> list[str]:
-    diffs = []
-    if base.architecture != tuned.architecture:
-        diffs.append(f"architecture: base={base.architecture} tuned={tuned.architecture}")
-    for field in _SHAPE_FIELDS:
-        b, t = getattr(base.views, field), getattr(tuned.views, field)
-        if b != t:
-            diffs.append(f"{field}: base={b} tuned={t}")
-    return diffs
-
-
-def _special_differences(base_tok: Any, tuned_tok: Any) -> list[str]:
-    diffs = []
-    for role in ("bos", "eos"):
-        b = (getattr(base_tok, f"{role}_token"), getattr(base_tok, f"{role}_token_id"))
-        t = (getattr(tuned_tok, f"{role}_token"), getattr(tuned_tok, f"{role}_token_id"))
-        if b != t:
-            diffs.append(f"{role.upper()}: base={b[0]!r} (id {b[1]}) tuned={t[0]!r} (id {t[1]})")
-    return diffs
-
-
-def validate_pair(base: Checkpoint, tuned: Checkpoint) -> PairInfo:
-    """Check that ``tuned`` can be compared with ``base``.
-
-    Raises :class:`PairMismatchError` when the architecture or any of n_layers, n_heads, n_kv_heads,
-    d_model, d_head, d_mlp differ (every difference listed as ``field: base=.. tuned=..``), or when
-    the tokenizers differ on the base vocabulary (a base token missing in tuned or mapped to another
-    id, a tuned token inside the base id range, or different ids for the same text): "tokenizers
-    differ", up to 10 tokens with both ids, the count, and any BOS/EOS differences.
-
-    Tolerated with a warning: tuned adds tokens after the base vocabulary (e.g. chat special tokens
-    or pad), resized embedding matrices, and different BOS/EOS tokens (chat models often end turns
-    with their own EOS).
+    With ``options.adapter`` the PEFT adapter is merged into the weights, and the adapter folder's
+    tokenizer is used when it has one. With ``options.device_map`` transformers places the model and
+    ``options.device`` is not used. Raises :class:`CheckpointError` (or a subclass) on any problem.
     """
-    shape_diffs = _shape_differences(base, tuned)
-    if shape_diffs:
-        raise PairMismatchError("base and tuned checkpoints differ in shape:\n  " + "\n  ".join(shape_diffs))
+    from transformers import AutoModelForCausalLM
 
-    base_vocab, tuned_vocab = base.tokenizer.get_vocab(), tuned.tokenizer.get_vocab()
-    base_size = len(base.tokenizer)
-    differing = [
-        f"{tok!r}: base={bid} tuned={tuned_vocab.get(tok, 'missing')}"
-        for tok, bid in sorted(base_vocab.items(), key=lambda item: item[1])
-        if tuned_vocab.get(tok) != bid
-    ]
-    differing += [
-        f"{tok!r}: base=missing tuned={tid}"
-        for tok, tid in sorted(tuned_vocab.items(), key=lambda item: item[1])
-        if tok not in base_vocab and tid < base_size
-    ]
-    specials = _special_differences(base.tokenizer, tuned.tokenizer)
-    if differing:
-        lines = [f"tokenizers differ: {len(differing)} token(s) have different ids, e.g."]
-        lines += [f"  {line}" for line in differing[:10]]
-        lines += [f"  {line}" for line in specials]
-        raise PairMismatchError("\n".join(lines))
-    base_ids = base.tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
-    tuned_ids = tuned.tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
-    if list(base_ids) != list(tuned_ids):
-        raise PairMismatchError(
-            f"tokenizers differ: same vocabulary but {PROBE_TEXT!r} encodes as base={base_ids[:12]} "
-            f"tuned={tuned_ids[:12]} (different merges or normalisation)"
-        )
-
-    shared = min(base_size, len(tuned.tokenizer), base.views.d_vocab, tuned.views.d_vocab)
-    warnings = []
-    added = sorted((tid, tok) for tok, tid in tuned_vocab.items() if tok not in base_vocab)
-    if added:
-        shown = ", ".join(f"{tok!r}={tid}" for tid, tok in added[:10])
-        warnings.append(
-            f"tuned tokenizer adds {len(added)} token(s) after the base vocabulary: {shown}; "
-            f"probes use the shared token ids 0..{shared - 1}"
-        )
-    if base.views.d_vocab != tuned.views.d_vocab:
-        warnings.append(
-            f"embedding rows differ (resized): base={base.views.d_vocab} tuned={tuned.views.d_vocab}; "
-            f"probes use the shared token ids 0..{shared - 1}"
-        )
-    warnings += [f"special token differs: {line}" for line in specials]
-    return PairInfo(shared_vocab=shared, warnings=tuple(warnings))
+    spec = os.fspath(spec)
+    device = resolve_device(options.device) if options.device_map is None else None
+    src = _resolve_source(spec, options)
+    adapter = _adapter_directory(options.adapter) if options.adapter is not None else None
+    config = _load_config(src)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
+    except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
+        raise _source_error(exc, src, "model weights") from exc
+    if adapter is not None:
+        model = _merge_adapter(model, adapter)
+    architecture = type(model).__name__
+    _check_supported(architecture)
+    if device is not None:
+        _move(model, spec, device)
+    model.eval()
+    tokenizer = _load_tokenizer(src, adapter)
+    return Checkpoint(spec=spec, path=src.path, model=model, tokenizer=tokenizer, views=WeightViews(model),
+                      options=options, architecture=architecture)
