@@ -76,7 +76,7 @@ def test_only_one_model_is_resident_at_a_time(runner, monkeypatch):
         peak.append(len(alive))
         return real_run(model, tokenizer, prompts, config, label=label, progress=progress)
 
-    runner._info = object()  # the pair check loads both models on purpose; this test is about the probe runs
+    runner._info = object()  # skip the pair check: this test is about the probe runs
     monkeypatch.setattr(session, "load_checkpoint", tracking)
     monkeypatch.setattr(session.imp, "run_importance", spy)
     runner.run(session.ImportanceProbe(tuple(PROMPTS), ImportanceConfig(max_new_tokens=2), shard_size=2))
