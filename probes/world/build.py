@@ -40,7 +40,7 @@ import torch
 from transformers import GenerationConfig, LlamaConfig
 
 from shiftcheck.probes.world import corpus
-from shiftcheck.probes.world.tokenizer import BOS, EOS, PAD, build_tokenizer, check_round_trip, encode_words
+from shiftcheck.probes.world.tokenizer import BOS, EOS, PAD, UNK, build_tokenizer, check_round_trip, encode_words
 from shiftcheck.probes.world.train import TrainConfig, deterministic_torch, greedy_responses, init_model, train
 
 SCHEMA_VERSION = 1
