@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from shiftcheck.probes.concepts import linguistic_unchanged, user_tasks_not_lower
+from shiftcheck.probes.ffn.concepts import linguistic_unchanged, user_tasks_not_lower
 
 pytestmark = pytest.mark.xdist_group("ffn")
 

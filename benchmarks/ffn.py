@@ -102,9 +102,9 @@ def shape7b(args) -> dict:
 def heuristic_tsv(args) -> dict:
     """Annotate a components TSV (authors' format) with the heuristic; write the annotated TSV."""
     from shiftcheck.probes import words
-    from shiftcheck.probes.annotators import Component
-    from shiftcheck.probes.annotators.heuristic import HeuristicAnnotator
-    from shiftcheck.probes.annotators.replay import write_annotations
+    from shiftcheck.probes.ffn.annotators import Component
+    from shiftcheck.probes.ffn.annotators.heuristic import HeuristicAnnotator
+    from shiftcheck.probes.ffn.annotators.replay import write_annotations
     from shiftcheck.probes.ffn import read_tsv, split_topk
 
     rows = read_tsv(args.tsv)

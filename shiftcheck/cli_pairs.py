@@ -23,7 +23,7 @@ def _pairs(args: argparse.Namespace) -> int:
 
     from shiftcheck.probes import attention as at
     from shiftcheck.probes import words
-    from shiftcheck.probes.attention_io import neuron_rows, write_pairs_tsv
+    from shiftcheck.probes.attention.io import neuron_rows, write_pairs_tsv
     from shiftcheck.probes.models.loading import LoadOptions, load_checkpoint
     from shiftcheck.probes.world.build import ensure_world
     from shiftcheck.probes.world.spec import parse_world_spec

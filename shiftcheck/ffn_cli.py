@@ -29,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from shiftcheck.probes import concepts, ffn, words
+    from shiftcheck.probes import ffn, words
+    from shiftcheck.probes.ffn import concepts
     from shiftcheck.probes.models.architectures import WeightViews
 
     kw = {"gguf_file": args.gguf_file} if args.gguf_file else {}
@@ -46,8 +47,8 @@ def _run(args: argparse.Namespace) -> int:
     ffn.write_tsv(rows, Path(args.out))
     print(f"{len(rows)} components of {len(res.layers)} layers -> {args.out}", file=sys.stderr)
     if args.annotator:
-        from shiftcheck.probes.annotators import make_annotator
-        from shiftcheck.probes.annotators.replay import write_annotations
+        from shiftcheck.probes.ffn.annotators import make_annotator
+        from shiftcheck.probes.ffn.annotators.replay import write_annotations
 
         kw2 = {"glove": words.load_glove()} if args.annotator == "heuristic" else {}
         ann = make_annotator(args.annotator, base_url=args.annotator_base_url, api_key_env=args.annotator_api_key_env,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from shiftcheck.probes.annotators import Component, three_step
-from shiftcheck.probes.annotators.heuristic import HeuristicAnnotator
-from shiftcheck.probes.annotators.replay import load_annotations, write_annotations
+from shiftcheck.probes.ffn.annotators import Component, three_step
+from shiftcheck.probes.ffn.annotators.heuristic import HeuristicAnnotator
+from shiftcheck.probes.ffn.annotators.replay import load_annotations, write_annotations
 
 LISTS = {
     "morphology": ("walking talking running jumping singing reading writing cooking swimming eating "

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from shiftcheck.probes import concepts
-from shiftcheck.probes.annotators import AnnotatorError, Component
-from shiftcheck.probes.annotators.cache import AnswerCache
-from shiftcheck.probes.annotators.openai_compat import OpenAIAnnotator
+from shiftcheck.probes.ffn import concepts
+from shiftcheck.probes.ffn.annotators import AnnotatorError, Component
+from shiftcheck.probes.ffn.annotators.cache import AnswerCache
+from shiftcheck.probes.ffn.annotators.openai_compat import OpenAIAnnotator
 
 CANARY = "sk-canary-7f3e91d2c4b5a6"
 ENV = "SHIFTCHECK_TEST_ANNOTATOR_KEY"
@@ -154,8 +154,8 @@ def test_rerun_is_free(tmp_path):
 
 CHILD = """
 import sys
-from shiftcheck.probes.annotators import Component
-from shiftcheck.probes.annotators.openai_compat import OpenAIAnnotator
+from shiftcheck.probes.ffn.annotators import Component
+from shiftcheck.probes.ffn.annotators.openai_compat import OpenAIAnnotator
 cs = [Component(0, i + 1, tuple(f"w{i}_{j}" for j in range(15))) for i in range(int(sys.argv[3]))]
 ann = OpenAIAnnotator("test-model", base_url=sys.argv[1], api_key_env=%r, cache_path=sys.argv[2], concurrency=2,
                       log=lambda m: print(m, flush=True))

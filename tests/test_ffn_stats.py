@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from shiftcheck.probes import concepts
-from shiftcheck.probes.annotators import Annotation
+from shiftcheck.probes.ffn import concepts
+from shiftcheck.probes.ffn.annotators import Annotation
 
 
 def table(levels: dict[str, int], scenario: str = "daily writing", unexplained: int = 10, layer: int = 0):

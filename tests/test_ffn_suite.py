@@ -10,9 +10,10 @@ import matplotlib.pyplot  # noqa: F401  imported before pytester's in-process ru
 import pytest
 import scipy.stats  # noqa: F401  numpy's C extensions cannot be imported twice in one process
 
-from shiftcheck.probes import concepts, ffn  # noqa: F401
-from shiftcheck.probes.annotators import Annotation
-from shiftcheck.probes.annotators.replay import write_annotations
+from shiftcheck.probes import ffn  # noqa: F401
+from shiftcheck.probes.ffn import concepts  # noqa: F401
+from shiftcheck.probes.ffn.annotators import Annotation
+from shiftcheck.probes.ffn.annotators.replay import write_annotations
 
 pytest_plugins = ["pytester"]
 BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour_tests" / "test_ffn_concepts.py"

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shiftcheck.probes.annotators import (DESCRIBE_PARAMS, Annotation, AnnotatorError, Component, prompts,
+from shiftcheck.probes.ffn.annotators import (DESCRIBE_PARAMS, Annotation, AnnotatorError, Component, prompts,
                                           three_step)
-from shiftcheck.probes.annotators.cache import AnswerCache, answer_key
+from shiftcheck.probes.ffn.annotators.cache import AnswerCache, answer_key
 
 CHARS_PER_TOKEN = 4  # rough estimate for the pre-run cost line
 DEFAULT_CACHE = "annotator_answers.sqlite"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shiftcheck.probes.annotators import Annotation
+from shiftcheck.probes.ffn.annotators import Annotation
 from shiftcheck.probes.ffn import FfnError, read_tsv, split_topk
 
 SUMMARY = "Explainable Tokens Summary"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shiftcheck.probes.annotators import Annotation
+from shiftcheck.probes.ffn.annotators import Annotation
 from shiftcheck.probes.findings import Verdict
 
 SCENARIOS = ("writing", "math", "coding", "translation", "none")
@@ -204,7 +204,7 @@ def levels_by_layer_group(reps: Sequence[Sequence[Annotation]], group: int = 4) 
 def components_of(result, shown: int = 15, max_rank: int = 300) -> list:
     """What the annotator sees for an :class:`~shiftcheck.probes.ffn.FfnResult`: every stored
     component (Rank <= ``max_rank``) with its first ``shown`` words (§3.2)."""
-    from shiftcheck.probes.annotators import Component
+    from shiftcheck.probes.ffn.annotators import Component
 
     out = []
     for pos, lc in enumerate(result.layers):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shiftcheck.probes.annotators import Annotation, Component, prompts, three_step
-from shiftcheck.probes.annotators.cache import AnswerCache, answer_key
+from shiftcheck.probes.ffn.annotators import Annotation, Component, prompts, three_step
+from shiftcheck.probes.ffn.annotators.cache import AnswerCache, answer_key
 
 MAX_NEW_TOKENS = 24
 
@@ -23,7 +23,7 @@ class LocalHFAnnotator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from shiftcheck.probes.annotators.openai_compat import default_cache_path
+        from shiftcheck.probes.ffn.annotators.openai_compat import default_cache_path
 
         self.name = f"hf:{spec}"
         where, _, gguf = spec.partition("::")

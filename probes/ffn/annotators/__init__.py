@@ -4,7 +4,7 @@ An :class:`Annotator` turns the shown words of each component into an :class:`An
 repetition. Chat-based annotators (OpenAI-compatible endpoint, local HF chat model) implement one
 ``chat(messages, temperature, top_p, seed)`` call and share :func:`three_step` (describe ->
 scenario -> linguistic level, with §3.3's temperatures). The heuristic and replay annotators
-produce annotations directly. Labels are parsed by :mod:`shiftcheck.probes.concepts` (§3.4).
+produce annotations directly. Labels are parsed by :mod:`shiftcheck.probes.ffn.concepts` (§3.4).
 
     make_annotator("heuristic" | "openai:MODEL" | "hf:SPEC", ...)
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shiftcheck.probes.annotators import prompts
+from shiftcheck.probes.ffn.annotators import prompts
 
 CANNOT_TELL = "cannot tell"
 DESCRIBE_PARAMS = {"temperature": 1.0, "top_p": 0.9}  # the authors' code, every seed (§3.3)
@@ -77,16 +77,16 @@ def make_annotator(spec: str, *, base_url: str | None = None, api_key_env: str =
                    concurrency: int = 4, cache_path=None, log=None, **kw) -> Annotator:
     """The annotator named by ``--annotator`` (replay is handled by the caller: it needs files)."""
     if spec == "heuristic":
-        from shiftcheck.probes.annotators.heuristic import HeuristicAnnotator
+        from shiftcheck.probes.ffn.annotators.heuristic import HeuristicAnnotator
 
         return HeuristicAnnotator(**kw)
     if spec.startswith("openai:"):
-        from shiftcheck.probes.annotators.openai_compat import OpenAIAnnotator
+        from shiftcheck.probes.ffn.annotators.openai_compat import OpenAIAnnotator
 
         return OpenAIAnnotator(spec.split(":", 1)[1], base_url=base_url, api_key_env=api_key_env,
                                concurrency=concurrency, cache_path=cache_path, log=log)
     if spec.startswith("hf:"):
-        from shiftcheck.probes.annotators.local_hf import LocalHFAnnotator
+        from shiftcheck.probes.ffn.annotators.local_hf import LocalHFAnnotator
 
         return LocalHFAnnotator(spec.split(":", 1)[1], cache_path=cache_path, log=log)
     raise AnnotatorError(f"unknown annotator {spec!r}: use heuristic, openai:MODEL, hf:SPEC or replay")

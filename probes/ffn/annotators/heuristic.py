@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftcheck.probes.annotators import Annotation, Component
+from shiftcheck.probes.ffn.annotators import Annotation, Component
 
 SUFFIXES = ("ing", "ed", "ly", "tion", "sion", "ness", "ment", "able", "ible", "ful", "less", "ize", "ise",
             "ity", "ous", "ive", "ism", "ist", "est", "er", "es", "s", "mente", "al")
