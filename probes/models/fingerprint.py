@@ -260,7 +260,9 @@ def fingerprint_checkpoint(
             )
         return fingerprint_path(local, memo_dir)
     if local.exists():
-        raise FingerprintError(f"checkpoint {spec!r} exists but is not a directory; pass the checkpoint's folder")
+        raise FingerprintError(f"checkpoint {spec!r} exists but is not a directory or a .gguf file; accepted: a "
+                               "checkpoint folder (config.json and weights), a .gguf file, a hub id ('org/name') "
+                               "or world:NAME")
     if looks_like_path(spec):
         raise FingerprintError(
             f"checkpoint directory {spec!r} does not exist (and it is not a hub id of the form 'name' or 'org/name')"
