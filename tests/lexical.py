@@ -77,17 +77,18 @@ def add_noise(model, norm: float, seed: int = 0) -> None:
 
 
 def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 5, scale: float = 4.0,
-                         seed: int = 0) -> float:
+                         seed: int = 0, verbs: list[str] | None = None, kv_heads: list[int] | None = None) -> float:
     """Finding 2's planted truth: in every head of ``layer``, pairs of query/key dimensions are set so
     that a small group of instruction verbs are the query words and their GloVe neighbours the key
     words (two dimensions per group, so each pair is seen twice: §2.5 keeps pairs counted >= 2).
-    Every instruction verb of the vocabulary gets such a group in every head. Returns the Frobenius
-    norm of the edit."""
+    By default every instruction verb of the vocabulary gets such a group in every head; ``verbs``
+    and ``kv_heads`` restrict the plant to those verbs and to the query heads of those key/value
+    heads. Returns the Frobenius norm of the edit."""
     from shiftcheck.probes.models.architectures import WeightViews
 
     views = WeightViews(model)
     vocab = tokenizer.get_vocab()
-    verbs = [v for v in words.instruction_verbs().words if v in vocab]
+    verbs = [v for v in (verbs if verbs is not None else words.instruction_verbs().words) if v in vocab]
     names = [w for w, _ in sorted(vocab.items(), key=lambda x: x[1])]
     E = model.get_input_embeddings().weight.detach().double()
     G = torch.tensor(words.glove_matrix(kv, names), dtype=torch.float64)
@@ -102,7 +103,9 @@ def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 
     per_kv = n_heads // n_kv
     with torch.no_grad():
         for kvh in range(n_kv):
-            dims = rng.permutation(d_head)
+            dims = rng.permutation(d_head)  # drawn for every kv head: the same seed plants the same dims
+            if kv_heads is not None and kvh not in kv_heads:
+                continue
             for k, group in enumerate(groups):
                 ids = torch.tensor([vocab[v] for v in group])
                 sims = G[ids] @ G.T
@@ -116,3 +119,67 @@ def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 
                         attn.q_proj.weight[h * d_head + d] = (scale * q_dir / q_dir.norm() / g).float()
         delta = ((attn.q_proj.weight - before[0]) ** 2).sum() + ((attn.k_proj.weight - before[1]) ** 2).sum()
     return float(delta.sqrt())
+
+
+# ---------------------------------------------------------------------------------------------
+# finding 2 with support: a base with enough head clusters, and pair lists computed fast
+
+BIG = {"d_model": 256, "n_layers": 8, "n_heads": 16, "n_kv_heads": 8, "d_mlp": 64}  # g0 = layers 0-1: 16 clusters
+
+
+def add_layer_noise(model, layers: list[int], rel: float, seed: int) -> None:
+    """Gaussian noise on W_Q/W_K of ``layers``, ``rel`` times each matrix's RMS entry (the SmolLM2
+    measurement's construction, PROBE_NOTES)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers:
+            attn = model.model.layers[layer].self_attn
+            for p in (attn.q_proj.weight, attn.k_proj.weight):
+                p.add_(torch.randn(p.shape, generator=gen) * rel * p.pow(2).mean().sqrt())
+
+
+def plant_random_heads(model, tokenizer, kv, verbs: list[str], layers: list[int], p_head: float, seed: int,
+                       scale: float = 4.0) -> None:
+    """Each verb of ``verbs`` planted (as :func:`plant_verb_relations` does) in a random subset of the
+    key/value heads of ``layers``: each (layer, kv head) takes each verb with probability ``p_head``."""
+    from shiftcheck.probes.models.architectures import WeightViews
+
+    n_kv = WeightViews(model).n_kv_heads
+    rng = np.random.default_rng(seed)
+    for layer in layers:
+        for kvh in range(n_kv):
+            chosen = [v for v in verbs if rng.random() < p_head]
+            if chosen:
+                plant_verb_relations(model, tokenizer, kv, layer=layer, scale=scale, seed=int(rng.integers(1 << 30)),
+                                     verbs=chosen, kv_heads=[kvh])
+
+
+class PairLister:
+    """Head-level pair lists of many edits of one lexical base. The word vectors and GloVe thresholds
+    do not depend on W_Q/W_K, so they are computed once; candidates without tokens never take part
+    in a pair (§2.4), so the word space keeps only the ~3000 with tokens, with θ from the full list."""
+
+    def __init__(self, tokenizer, kv, model):
+        from shiftcheck.probes import attention as at
+        from shiftcheck.probes.models.architectures import WeightViews
+
+        candidates = words.candidate_words()
+        self.config = at.AttentionConfig()
+        full = at.word_space(candidates, kv, self.config, "glove-6b-50d")
+        E_w, has = at.word_vectors(WeightViews(model), tokenizer, candidates)
+        keep = np.flatnonzero(has)
+        names = tuple(candidates.words[i] for i in keep)
+        first: dict[str, int] = {}
+        lower_id = np.array([first.setdefault(w.lower(), i) for i, w in enumerate(names)], dtype=np.int64)
+        self.ws = at.WordSpace(words.WordList(candidates.name, names, candidates.source), lower_id,
+                               full.G[keep], full.theta[keep], full.glove_source)
+        self.E_w, self.has_tokens = E_w[keep], np.ones(len(keep), bool)
+
+    def result(self, model, layers: list[int], label: str = "x"):
+        from shiftcheck.probes import attention as at
+        from shiftcheck.probes.models.architectures import WeightViews
+
+        views = WeightViews(model)
+        pairs = at.head_pair_lists(views, self.E_w, self.has_tokens, self.ws, layers, self.config)
+        return at.AttentionResult(label, views.n_layers, views.n_heads, tuple(self.ws.lower), 0, pairs, {},
+                                  views.n_kv_heads)
