@@ -1,99 +1,55 @@
-"""A generic runner over the result cache: any probe, one model at a time (no pytest here).
+"""The runner over the result cache: any probes, one model resident at a time (no pytest here).
 
-A probe is described by the small :class:`Probe` protocol: a name and code version, the config
-that changes its numbers, a list of independent *units* of work per model (prompt shards for
-attribution, layer ranges for the weight probes), how to run one unit on a loaded checkpoint, and
-how to combine the stored units into its result. :func:`run` serves each unit from the cache or
-computes it, loading the checkpoint only on the first miss. The cache key is (fingerprint, probe,
-config + unit, code version), so one checkpoint's results are never returned for another, and a
-crash keeps every finished unit.
+A probe is described by :class:`~shiftcheck.probes.units.Probe` (its units of work, how to run one
+on a loaded checkpoint, how to combine them). :func:`run` serves each unit of one probe from the
+cache or computes it, loading the checkpoint only on the first miss; :func:`run_units` makes sure of
+every unit of several probes with that one load. The cache key is (fingerprint, probe, config +
+unit, code version), so one checkpoint's results are never returned for another, and a crash keeps
+every finished unit.
 
 :class:`PairRunner` resolves the two specs, checks that the pair is comparable without loading
-weights, and runs a probe on the base (then frees it) and then on the tuned model, so only one
-model is resident at a time.
+weights, and runs probes on the base (then frees it) and then on the tuned model, so only one model
+is resident at a time. Given a *plan* (every probe the run needs), its first :meth:`PairRunner.run`
+computes every planned probe's missing units while each checkpoint is resident, so each checkpoint
+is loaded at most once per process whatever the number of probes; later calls read the cache.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
 
-from shiftcheck.probes import __version__
-from shiftcheck.probes import importance as imp
-from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
+from shiftcheck.probes import importance as imp  # noqa: F401 (kept: tests stand in for imp.run_importance)
+from shiftcheck.probes.cache import ResultCache
+from shiftcheck.probes.cache_key import CacheEntry
+from shiftcheck.probes.importance.probe import SHARD_SIZE, ImportanceProbe, prompts_digest  # noqa: F401 (re-exported)
 from shiftcheck.probes.models.fingerprint import fingerprint_checkpoint
 from shiftcheck.probes.models.loading import (
     Checkpoint,
+    CheckpointInfo,
     LoadOptions,
     PairInfo,
     inspect_checkpoint,
     load_checkpoint,
     validate_pair,
 )
-from shiftcheck.probes.prompts import Prompt
+from shiftcheck.probes.units import (  # noqa: F401 (re-exported: the protocol's names as before)
+    Probe,
+    ProbeRun,
+    Progress,
+    R,
+    StageProgress,
+    Unit,
+    unit_key,
+)
 from shiftcheck.probes.world.build import ensure_world
 from shiftcheck.probes.world.spec import parse_world_spec
 
-R = TypeVar("R")
-Unit = dict[str, Any]  # a JSON-able description of one unit of work, part of its cache key
-Progress = Callable[[str, str, int, int], None]  # (label, stage, done, total)
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total) within one unit
-SHARD_SIZE = 16  # prompts per attribution unit: the work a crash can lose
-
-
 # ---------------------------------------------------------------------------------------------
-# The protocol and the generic run
-
-
-class Probe(Protocol[R]):
-    """What :func:`run` needs to know about a probe."""
-
-    name: str  # cache namespace, e.g. "importance", "attention", "ffn"
-    code_version: str  # bump when any number the probe produces changes
-
-    def cache_config(self) -> dict[str, Any]:
-        """Every input besides the checkpoint that changes the numbers (JSON-able)."""
-        ...
-
-    def units(self) -> Sequence[Unit]:
-        """The independent units of work for one model, in a fixed order."""
-        ...
-
-    def run_unit(self, checkpoint: Checkpoint, unit: Unit, progress: StageProgress | None) -> CacheEntry:
-        """Compute one unit on a loaded checkpoint; the entry holds JSON meta and numeric arrays."""
-        ...
-
-    def combine(self, label: str, entries: Sequence[CacheEntry]) -> R:
-        """The probe's result from its stored units (in :meth:`units` order)."""
-        ...
-
-
-@dataclass(frozen=True)
-class ProbeRun(Generic[R]):
-    """A probe's result for one model and where its units came from."""
-
-    label: str
-    result: R
-    computed: int  # units computed in this run
-    cached: int  # units served from the cache
-
-    @property
-    def all_cached(self) -> bool:
-        return self.computed == 0
-
-
-def unit_key(probe: Probe, fingerprint: str, unit: Unit) -> CacheKey:
-    return CacheKey(
-        fingerprint=fingerprint,
-        probe=probe.name,
-        config=dict(probe.cache_config(), unit=unit),
-        code_version=f"{__version__}/{probe.code_version}",
-    )
+# One model: every unit from the cache or computed
 
 
 def run(probe: Probe[R], label: str, fingerprint: str, cache: ResultCache, load: Callable[[], Checkpoint],
@@ -103,19 +59,13 @@ def run(probe: Probe[R], label: str, fingerprint: str, cache: ResultCache, load:
     With ``share=(k, n)`` only units ``k, k+n, k+2n, ...`` are made sure of (computed or found) and
     the number computed is returned: how n workers split one probe's work.
     """
-    units = list(probe.units())
     if share is not None:
-        k, n = share
-        computed = 0
-        for unit in units[k::n]:
-            _, hit = cache.get_or_compute(unit_key(probe, fingerprint, unit),
-                                          lambda unit=unit: probe.run_unit(load(), unit, None))
-            computed += 0 if hit else 1
-        return computed
+        return run_units([probe], label, fingerprint, cache, load, share=share)[probe.name]
+    units = list(probe.units())
     entries: list[CacheEntry] = []
     computed = 0
     for k, unit in enumerate(units):
-        def compute(unit: Unit = unit, k: int = k) -> CacheEntry:
+        def compute(unit: Unit = unit) -> CacheEntry:
             stage = None if progress is None else (
                 lambda st, done, total: progress(label, st, done, total))
             return probe.run_unit(load(), unit, stage)
@@ -128,48 +78,43 @@ def run(probe: Probe[R], label: str, fingerprint: str, cache: ResultCache, load:
     return ProbeRun(label, probe.combine(label, entries), computed, len(units) - computed)
 
 
-# ---------------------------------------------------------------------------------------------
-# Probe 1 as a Probe
+def run_units(probes: Sequence[Probe], label: str, fingerprint: str, cache: ResultCache,
+              load: Callable[[], Checkpoint], progress: Progress | None = None,
+              share: tuple[int, int] | None = None,
+              seconds: dict[str, float] | None = None) -> dict[str, int]:
+    """Make sure every unit of every probe is in the cache for one model; returns units computed per
+    probe. ``load()`` is called on the first missing unit only, so one load serves all the probes.
 
+    With ``share=(k, n)`` only items ``k, k+n, ...`` of the probes' concatenated unit list are made
+    sure of: n workers split the work and each loads the model at most once. ``seconds`` collects
+    the compute time per probe name (the load excluded).
+    """
+    work = [(probe, unit) for probe in probes for unit in probe.units()]
+    if share is not None:
+        k, n = share
+        work = work[k::n]
+    totals = {probe.name: sum(1 for p, _ in work if p is probe) for probe in probes}
+    done = dict.fromkeys(totals, 0)
+    computed = dict.fromkeys(totals, 0)
+    for probe, unit in work:
+        key = unit_key(probe, fingerprint, unit)
+        if not cache.has(key):
+            def compute(probe: Probe = probe, unit: Unit = unit) -> CacheEntry:
+                checkpoint = load()
+                stage = None if progress is None else (
+                    lambda st, d, total: progress(label, st, d, total))
+                start = time.perf_counter()
+                entry = probe.run_unit(checkpoint, unit, stage)
+                if seconds is not None:
+                    seconds[probe.name] = seconds.get(probe.name, 0.0) + time.perf_counter() - start
+                return entry
 
-def prompts_digest(prompts: Sequence[Prompt]) -> str:
-    """Content digest of a prompt set: any change to text, spans, ids or order changes it."""
-    canon = [[p.id, p.source, p.prompt, [list(s) for s in p.instruction_char_spans]] for p in prompts]
-    return hashlib.sha256(json.dumps(canon, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ImportanceProbe:
-    """Finding 1's attribution (METHODS §1), one unit per shard of ``shard_size`` prompts."""
-
-    prompts: tuple[Prompt, ...]
-    config: imp.ImportanceConfig = imp.ImportanceConfig()
-    shard_size: int = SHARD_SIZE
-    name: str = "importance"
-    code_version: str = imp.CODE_VERSION
-
-    def _shards(self) -> list[tuple[Prompt, ...]]:
-        return [self.prompts[i : i + self.shard_size] for i in range(0, len(self.prompts), self.shard_size)]
-
-    def cache_config(self) -> dict[str, Any]:
-        return self.config.cache_config()
-
-    def units(self) -> list[Unit]:
-        return [{"prompts": prompts_digest(part)} for part in self._shards()]
-
-    def run_unit(self, checkpoint: Checkpoint, unit: Unit, progress: StageProgress | None) -> CacheEntry:
-        part = next(p for p in self._shards() if prompts_digest(p) == unit["prompts"])
-        result = imp.run_importance(checkpoint.model, checkpoint.tokenizer, list(part), self.config,
-                                    label=checkpoint.spec, progress=progress)
-        meta, arrays = imp.to_storage(result)
-        return CacheEntry(meta=meta, arrays=arrays)
-
-    def combine(self, label: str, entries: Sequence[CacheEntry]) -> imp.ImportanceResult:
-        arrays: dict = {}
-        for entry in entries:
-            arrays.update(entry.arrays)
-        meta = {"label": label, "instances": [inst for e in entries for inst in e.meta["instances"]]}
-        return imp.from_storage(meta, arrays, self.config)
+            _, hit = cache.get_or_compute(key, compute)
+            computed[probe.name] += 0 if hit else 1
+        done[probe.name] += 1
+        if progress is not None:
+            progress(label, f"{probe.name} units", done[probe.name], totals[probe.name])
+    return computed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +164,22 @@ def resolve_ref(
     return CheckpointRef(label, spec, location, fingerprint, revision, adapter, gguf_file)
 
 
+def _locked(cache: ResultCache, key) -> bool:
+    """Whether another process holds ``key``'s compute lock (only a local cache has locks)."""
+    lock_path = getattr(cache, "lock_path", None)
+    if lock_path is None:
+        return False
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(lock_path(key)), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def quiet_loading() -> None:
     """transformers' per-tensor "Loading weights" bars would interleave with the suite's own progress."""
     try:
@@ -244,17 +205,29 @@ def _free(checkpoint: Checkpoint | None) -> None:
 
 @dataclass
 class PairRunner:
-    """Runs probes on a base/tuned pair through the cache, one model resident at a time."""
+    """Runs probes on a base/tuned pair through the cache, one model resident at a time.
+
+    ``plan`` holds every probe the run will ask for: the first :meth:`run` computes all their missing
+    units (base, free, tuned), so each checkpoint is loaded at most once in this process. ``loads``
+    counts the loads per role and ``stages`` the seconds per stage (``inspect``, ``load base``,
+    ``importance base`` ...), for the run's record.
+    """
 
     base: CheckpointRef
     tuned: CheckpointRef
     options: LoadOptions
     cache: ResultCache
     progress: Progress | None = None
+    plan: tuple[Probe, ...] = ()
+    loads: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
     _info: PairInfo | None = field(default=None, repr=False)
+    _inspected: dict = field(default_factory=dict, repr=False)
+    _plan_done: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         quiet_loading()
+        self.loads.update({self.base.label: 0, self.tuned.label: 0})
 
     def options_for(self, ref: CheckpointRef) -> LoadOptions:
         return LoadOptions(
@@ -269,30 +242,107 @@ class PairRunner:
             attn_implementation=self.options.attn_implementation,
         )
 
+    def _add_time(self, stage: str, seconds: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+    def info(self, ref: CheckpointRef) -> CheckpointInfo:
+        """Config, dimensions and checked tokenizer of ``ref`` without its weights, read once per
+        process (a GGUF file's metadata takes tens of seconds to parse): every later caller, and the
+        load, reuse it."""
+        key = (ref.location, ref.fingerprint, self.options_for(ref))
+        if key not in self._inspected:
+            start = time.perf_counter()
+            if self.progress is not None:
+                self.progress(ref.label, "reading config and tokenizer (no weights)", 0, 1)
+            self._inspected[key] = inspect_checkpoint(ref.location, self.options_for(ref))
+            if self.progress is not None:
+                self.progress(ref.label, "reading config and tokenizer (no weights)", 1, 1)
+            self._add_time("inspect", time.perf_counter() - start)
+        return self._inspected[key]
+
     def check(self) -> PairInfo:
         """Architecture, sizes and tokenizers agree: checked on every run, even when all is cached,
         from configs and tokenizers only (no weight is loaded)."""
         if self._info is None:
-            base = inspect_checkpoint(self.base.location, self.options_for(self.base))
-            tuned = inspect_checkpoint(self.tuned.location, self.options_for(self.tuned))
-            self._info = validate_pair(base, tuned)
+            self._info = validate_pair(self.info(self.base), self.info(self.tuned))
         return self._info
+
+    def _loader(self, ref: CheckpointRef, loaded: list[Checkpoint]) -> Callable[[], Checkpoint]:
+        def load() -> Checkpoint:
+            if not loaded:
+                start = time.perf_counter()
+                stage = f"loading weights of {ref.label}"
+                progress = None if self.progress is None else (
+                    lambda done, total: self.progress(ref.label, stage, done, total))
+                loaded.append(load_checkpoint(ref.location, self.options_for(ref), known=self.info(ref),
+                                              progress=progress))
+                self.loads[ref.label] = self.loads.get(ref.label, 0) + 1
+                self._add_time(f"load {ref.label}", time.perf_counter() - start)
+            return loaded[0]
+
+        return load
+
+    def run_plan(self, share: tuple[int, int] | None = None) -> dict[str, dict[str, int]]:
+        """Every planned probe's missing units, base then tuned, each model loaded at most once and
+        freed before the other loads. With ``share=(k, n)`` only that share of the units. Returns
+        units computed per probe and role."""
+        self.check()
+        computed: dict[str, dict[str, int]] = {}
+        for ref in (self.base, self.tuned):
+            loaded: list[Checkpoint] = []
+            seconds: dict[str, float] = {}
+            counts = run_units(self.plan, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
+                               self.progress, share, seconds)
+            for name, n in counts.items():
+                computed.setdefault(name, {})[ref.label] = n
+            for name, t in seconds.items():
+                self._add_time(f"{name} {ref.label}", t)
+            _free(loaded.pop() if loaded else None)
+        if share is None:
+            self._plan_done = True
+        return computed
+
+    def planned_keys(self) -> list:
+        return [unit_key(probe, ref.fingerprint, unit) for probe in self.plan for ref in (self.base, self.tuned)
+                for unit in probe.units()]
+
+    def await_plan(self, log: Callable[[str], None] | None = None, poll_s: float = 1.0, idle_s: float = 30.0) -> None:
+        """After computing its share, wait while other processes compute theirs, so that this one
+        need not load a checkpoint again for their units. Stops waiting when every planned unit is
+        stored, or when for ``idle_s`` no missing unit is being computed (its lock is free) and none
+        appeared: then the remaining units are computed here."""
+        keys = self.planned_keys()
+        start = last_change = time.perf_counter()
+        missing = [k for k in keys if not self.cache.has(k)]
+        logged = -1
+        while missing and time.perf_counter() - last_change < idle_s:
+            if log is not None and len(missing) != logged:
+                log(f"waiting for other workers: {len(keys) - len(missing)}/{len(keys)} units done")
+                logged = len(missing)
+            time.sleep(poll_s)
+            still = [k for k in missing if not self.cache.has(k)]
+            if len(still) < len(missing) or any(_locked(self.cache, k) for k in still):
+                last_change = time.perf_counter()
+            missing = still
+        self._add_time("waiting for other workers", time.perf_counter() - start)
+        self._plan_done = not missing
 
     def run(self, probe: Probe[R], share: tuple[int, int] | None = None) -> tuple[ProbeRun[R], ProbeRun[R]]:
         """``probe`` on the base, then on the tuned model; each model is loaded at most once and
-        freed before the other loads. With ``share=(k, n)`` only that share of the units is computed,
-        and the pair holds the counts of units computed (see :func:`run`)."""
+        freed before the other loads. The first call computes the whole plan first, so a planned
+        probe is then served from the cache. With ``share=(k, n)`` only that share of the units is
+        computed, and the pair holds the counts of units computed (see :func:`run`)."""
         self.check()
+        if self.plan and not self._plan_done and share is None:
+            self.run_plan()
         runs = []
         for ref in (self.base, self.tuned):
             loaded: list[Checkpoint] = []
-
-            def load(ref: CheckpointRef = ref) -> Checkpoint:
-                if not loaded:
-                    loaded.append(load_checkpoint(ref.location, self.options_for(ref)))
-                return loaded[0]
-
-
-            runs.append(run(probe, ref.label, ref.fingerprint, self.cache, load, self.progress, share))
+            start, load_before = time.perf_counter(), self.stages.get(f"load {ref.label}", 0.0)
+            runs.append(run(probe, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
+                            self.progress, share))
+            if loaded:  # not planned (or not all of it cached): its compute time, the load excluded
+                load_s = self.stages.get(f"load {ref.label}", 0.0) - load_before
+                self._add_time(f"{probe.name} {ref.label}", time.perf_counter() - start - load_s)
             _free(loaded.pop() if loaded else None)
         return runs[0], runs[1]

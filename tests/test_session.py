@@ -62,8 +62,8 @@ def test_only_one_model_is_resident_at_a_time(runner, monkeypatch):
     alive: list[str] = []
     real = session.load_checkpoint
 
-    def tracking(location, options):
-        checkpoint = real(location, options)
+    def tracking(location, options, **kwargs):
+        checkpoint = real(location, options, **kwargs)
         alive.append(location)
         import weakref
         weakref.finalize(checkpoint.model, alive.remove, location)

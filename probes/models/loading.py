@@ -26,8 +26,10 @@ Reading order: errors and options -> device/dtype parsing -> local pre-flight ch
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import torch
 from shiftcheck.probes.models.architectures import UnsupportedArchitectureError, WeightViews, get_adapter
 from shiftcheck.probes.models.errors import CheckpointError, PairMismatchError
 from shiftcheck.probes.models.fingerprint import looks_like_path
-from shiftcheck.probes.models.gguf import check_gguf_file, check_gguf_tokenizer, gguf_location
+from shiftcheck.probes.models.gguf import check_gguf_file, check_gguf_tokenizer, folded_gguf_bars, gguf_location
 from shiftcheck.probes.models.pairs import CheckpointInfo, PairInfo, validate_pair
 from shiftcheck.probes.models.tokenizer_checks import PROBE_TEXT, check_tokenizer
 
@@ -363,11 +365,11 @@ def _load_tokenizer(src: _Source, adapter: Path | None) -> Any:
     return tokenizer
 
 
-def _info(spec: str, views: WeightViews, tokenizer: Any) -> CheckpointInfo:
+def _info(spec: str, views: WeightViews, tokenizer: Any, config: Any = None) -> CheckpointInfo:
     return CheckpointInfo(
         spec=spec, architecture=views.architecture, n_layers=views.n_layers, n_heads=views.n_heads,
         n_kv_heads=views.n_kv_heads, d_model=views.d_model, d_head=views.d_head, d_mlp=views.d_mlp,
-        d_vocab=views.d_vocab, tokenizer=tokenizer,
+        d_vocab=views.d_vocab, tokenizer=tokenizer, config=config,
     )
 
 
@@ -394,7 +396,7 @@ def inspect_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = Load
     except Exception as exc:
         raise _source_error(exc, src, "model skeleton (from its config)") from exc
     _check_supported(type(skeleton).__name__)
-    return _info(spec, WeightViews(skeleton), _load_tokenizer(src, adapter))
+    return _info(spec, WeightViews(skeleton), _load_tokenizer(src, adapter), config)
 
 
 @dataclass
@@ -413,7 +415,7 @@ class Checkpoint:
     @property
     def info(self) -> CheckpointInfo:
         """The same record :func:`inspect_checkpoint` gives, read from the loaded weights."""
-        return _info(self.spec, self.views, self.tokenizer)
+        return _info(self.spec, self.views, self.tokenizer, self.model.config)
 
 
 def _model_kwargs(src: _Source, options: LoadOptions) -> dict[str, Any]:
@@ -442,13 +444,19 @@ def _move(model: Any, spec: str, device: torch.device) -> None:
         ) from exc
 
 
-def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOptions()) -> Checkpoint:
+def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOptions(),
+                    known: CheckpointInfo | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> Checkpoint:
     """Load a causal LM and its tokenizer from a local directory, a GGUF file or a hub id (see the
     module docstring).
 
     With ``options.adapter`` the PEFT adapter is merged into the weights, and the adapter folder's
     tokenizer is used when it has one. With ``options.device_map`` transformers places the model and
-    ``options.device`` is not used. Raises :class:`CheckpointError` (or a subclass) on any problem.
+    ``options.device`` is not used. ``known``, what :func:`inspect_checkpoint` returned for the same
+    spec and options, supplies the config and the checked tokenizer, so a GGUF file's metadata is
+    not parsed again (tens of seconds each time). ``progress(done, total)`` receives a GGUF file's
+    de-quantisation progress in place of transformers' own bar. Raises :class:`CheckpointError` (or
+    a subclass) on any problem.
     """
     from transformers import AutoModelForCausalLM
 
@@ -456,9 +464,11 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
     device = resolve_device(options.device) if options.device_map is None else None
     src = _resolve_source(spec, options)
     adapter = _adapter_directory(options.adapter) if options.adapter is not None else None
-    config = _load_config(src)
+    # a copy: from_pretrained records dtype and attention choices on the config it is given
+    config = copy.deepcopy(known.config) if known is not None and known.config is not None else _load_config(src)
     try:
-        model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
+        with folded_gguf_bars(progress):
+            model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
     except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
         raise _source_error(exc, src, "model weights") from exc
     if adapter is not None:
@@ -468,6 +478,6 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
     if device is not None:
         _move(model, spec, device)
     model.eval()
-    tokenizer = _load_tokenizer(src, adapter)
+    tokenizer = known.tokenizer if known is not None else _load_tokenizer(src, adapter)
     return Checkpoint(spec=spec, path=src.path, model=model, tokenizer=tokenizer, views=WeightViews(model),
                       options=options, architecture=architecture)

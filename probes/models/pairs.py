@@ -8,7 +8,7 @@ as ``.info``: one check, whether or not the weights are in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shiftcheck.probes.models.errors import PairMismatchError
@@ -31,6 +31,7 @@ class CheckpointInfo:
     d_mlp: int
     d_vocab: int
     tokenizer: Any
+    config: Any = field(default=None, compare=False, repr=False)  # the parsed HF config, reused by a later load
 
 
 class HasInfo(Protocol):
