@@ -48,7 +48,7 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
     cache = add_command(sub, "cache", "inspect or empty the result cache ($SHIFTCHECK_CACHE)", DESCRIPTION)
     cache.add_argument("--cache-dir", default=None,
                        help="Cache directory or fsspec URL (default: $SHIFTCHECK_CACHE, else ./.shiftcheck_cache)")
-    csub = cache.add_subparsers(dest="cache_command", required=True, metavar="{info,clear}")
+    csub = cache.add_subparsers(dest="cache_command", required=True, title="commands", metavar="{info,clear}")
     add_command(csub, "info", "print the number of entries per probe and the size on disk").set_defaults(
         func=_cache_info)
     add_command(csub, "clear", "remove every cached result (pytest's --cache-clear leaves them alone)",

@@ -60,7 +60,7 @@ def _world_verdicts(args: argparse.Namespace) -> int:
 
 def add_world(sub: argparse._SubParsersAction) -> None:
     world = add_command(sub, "world", "the embedded miniature world (the default base/tuned pair)", DESCRIPTION)
-    wsub = world.add_subparsers(dest="world_command", required=True, metavar="{build,verdicts}")
+    wsub = world.add_subparsers(dest="world_command", required=True, title="commands", metavar="{build,verdicts}")
     b = add_command(wsub, "build", "build base, good, bad-copy, bad-cpt and the eval prompts of one seed",
                     "Build one world into --out. The bytes depend on the machine's float kernels and the\n"
                     "thread count: a world built elsewhere has its own fingerprint and its own verdicts.\n"

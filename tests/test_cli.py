@@ -63,7 +63,8 @@ def test_help_lists_the_subcommands_and_imports_nothing_heavy():
 
 
 def test_python_m_shiftcheck_prints_plain_text_help():
-    out = subprocess.run([sys.executable, "-m", "shiftcheck", "--help"], capture_output=True, text=True, check=True).stdout
+    cmd = [sys.executable, "-m", "shiftcheck", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "shiftcheck ffn-words CHECKPOINT" in out and "world:NAME" in out
     assert not RST.search(out), RST.search(out)
 
