@@ -288,7 +288,7 @@ class PairRunner:
         units computed per probe and role."""
         self.check()
         computed: dict[str, dict[str, int]] = {}
-        for ref in (self.base, self.tuned):
+        for ref in self._order(self.plan):
             loaded: list[Checkpoint] = []
             seconds: dict[str, float] = {}
             counts = run_units(self.plan, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
@@ -301,6 +301,13 @@ class PairRunner:
         if share is None:
             self._plan_done = True
         return computed
+
+    def _order(self, probes: Sequence[Probe]) -> tuple[CheckpointRef, CheckpointRef]:
+        """Base then tuned, unless a probe's base units read its tuned units (``reference_first``,
+        the KL preflight of probes/release/kl.py): then tuned first."""
+        if any(getattr(p, "reference_first", False) for p in probes):
+            return self.tuned, self.base
+        return self.base, self.tuned
 
     def planned_keys(self) -> list:
         return [unit_key(probe, ref.fingerprint, unit) for probe in self.plan for ref in (self.base, self.tuned)
@@ -335,14 +342,14 @@ class PairRunner:
         self.check()
         if self.plan and not self._plan_done and share is None:
             self.run_plan()
-        runs = []
-        for ref in (self.base, self.tuned):
+        runs = {}
+        for ref in self._order([probe]):
             loaded: list[Checkpoint] = []
             start, load_before = time.perf_counter(), self.stages.get(f"load {ref.label}", 0.0)
-            runs.append(run(probe, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
-                            self.progress, share))
+            runs[ref.label] = run(probe, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
+                                  self.progress, share)
             if loaded:  # not planned (or not all of it cached): its compute time, the load excluded
                 load_s = self.stages.get(f"load {ref.label}", 0.0) - load_before
                 self._add_time(f"{probe.name} {ref.label}", time.perf_counter() - start - load_s)
             _free(loaded.pop() if loaded else None)
-        return runs[0], runs[1]
+        return runs[self.base.label], runs[self.tuned.label]
