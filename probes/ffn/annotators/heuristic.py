@@ -346,7 +346,8 @@ class HeuristicAnnotator:
         # a foreign list is a translation list, whatever its English look-alikes rhyme or inflect like
         english = [f for f in fs if not f.foreign]
         morph = Counter(k for f in english for k in f.inflections | f.derivations)
-        sound = Counter(k for f in english for k in f.rhymes) + Counter(k for f in english for k in f.onsets)
+        sound = Counter("rhyme " + k for f in english for k in f.rhymes) + \
+            Counter("onset " + k for f in english for k in f.onsets)
         inflected = {k for f in english for k in f.inflections}
         key, n_m = _best(morph, "")
         best_m = (("inflection" if key.strip() in inflected else "affix") + key, n_m)
@@ -356,7 +357,7 @@ class HeuristicAnnotator:
             if len(known) >= max(2, math.ceil(len(ws) / 2)):
                 sem = _coherence(np.stack([_unit(self.glove[w]) for w in known]))
         return RuleHits(
-            n=len(ws), morphology=best_m, phonology=_best(sound, "sound"),
+            n=len(ws), morphology=best_m, phonology=_best(sound, "the"),
             syntax=sum(f.function and not f.foreign for f in fs), coding=sum(f.code for f in fs),
             math=sum(f.math for f in fs), translation=len(foreign_words),
             foreign_function=sum(f.foreign[1] >= FOREIGN_FUNCTION_ZIPF for f in foreign_words), semantic=sem)
@@ -385,7 +386,7 @@ class HeuristicAnnotator:
         elif h.fires(h.morphology[1]):
             level, what = "Morphology", f"words sharing the {h.morphology[0]}"
         elif h.fires(h.phonology[1]):
-            level, what = "Phonology", f"words sharing the {h.phonology[0]} (CMUdict)"
+            level, what = "Phonology", f"words sharing {h.phonology[0]} (CMUdict pronunciation)"
         elif h.semantic is not None and h.semantic >= self.semantic_threshold:
             level, what = "Semantic", f"related in meaning (mean GloVe cosine {h.semantic:.2f})"
         else:
