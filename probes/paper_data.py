@@ -14,9 +14,19 @@ commit 52508a0):
   ``Reference`` (str), ``Output`` (response pieces), ``Explain`` (float32 ndarray, N x M levels
   0..10; shape ``(0,)`` when the response is empty).
 
+* ``results/linear_interpret/linear_{task,concept}_seed<s>.tsv`` (finding 3, Table 5; optional):
+  explainable components only, both models per file, read by
+  :func:`shiftcheck.probes.ffn.annotators.replay.load_authors` (``linear_seed<s>.tsv``, when
+  present, adds the unexplainable components);
+* ``results/bilinear_interpret/bilinear_words_split.tsv*`` (finding 2, Table 3; optional): byte
+  parts of one file holding several models, concatenated and split by
+  :func:`shiftcheck.probes.attention.io.split_by_model`.
+
 Output (the layout of ``shared/paper-data``, docs/PAPER_DATA.md): ``prompts.jsonl``,
 ``ratings.tsv`` + ``ratings.jsonl``, ``attribution/<model>.npz`` + ``.jsonl`` (what
-``probes/replay.py`` loads), ``sharegpt_vocab_raw.tsv`` and ``sharegpt_vocab.tsv``.
+``probes/replay.py`` loads), ``sharegpt_vocab_raw.tsv`` and ``sharegpt_vocab.tsv``; when their
+inputs are present, ``ffn/<model>.annotated.tsv`` (``--replay-ffn-base/--replay-ffn-tuned``) and
+``pairs/<model>.tsv`` (``--replay-pairs-base/--replay-pairs-tuned``).
 
 The pickles are read with :class:`RestrictedUnpickler`, which admits numpy arrays, strings, numbers,
 lists, tuples and dicts and refuses every other global by name, so a hostile file cannot run code.
@@ -342,6 +352,41 @@ class ConvertReport:
     vocab: int
     models: dict[str, int] = field(default_factory=dict)  # model -> instances converted
     unaligned: dict[str, list[str]] = field(default_factory=dict)  # ids whose pieces did not spell the prompt
+    ffn: dict[str, dict] = field(default_factory=dict)  # model -> {path, repetitions, rows, explainable_only, skipped}
+    pairs: dict[str, str] = field(default_factory=dict)  # model -> path of its pairs TSV
+
+
+def convert_ffn(repo: Path, out: Path) -> dict[str, dict]:
+    """Finding 3's annotated files (Table 5) -> ``out/ffn/<model>.annotated.tsv`` (seeds as the
+    ``Seed`` column, every rank kept: the replay applies ``--ffn-components``)."""
+    from shiftcheck.probes.ffn.annotators.replay import authors_files, authors_models, load_authors, write_annotations
+
+    folder = repo / "results" / "linear_interpret"
+    if not folder.is_dir() or not any("task" in k or "concept" in k for k in authors_files(folder).values()):
+        return {}
+    done = {}
+    for model in authors_models(folder):
+        labels = load_authors(folder, model, max_rank=10**9)
+        (out / "ffn").mkdir(parents=True, exist_ok=True)
+        path = write_annotations(labels.repetitions, out / "ffn" / f"{_safe(model)}.annotated.tsv", model)
+        done[model] = {"path": str(path), "repetitions": len(labels.repetitions),
+                       "rows": sum(len(r) for r in labels.repetitions), "explainable_only": labels.explainable_only,
+                       "skipped": labels.skipped_rows}
+    return done
+
+
+def convert_pairs(repo: Path, out: Path) -> dict[str, str]:
+    """Finding 2's pairs (Table 3): the byte parts concatenated, one ``out/pairs/<model>.tsv`` each."""
+    from shiftcheck.probes.attention.io import split_by_model
+
+    parts = sorted((repo / "results" / "bilinear_interpret").glob("bilinear_words_split.tsv*"))
+    if not parts:
+        return {}
+    return {m: str(p) for m, p in split_by_model(parts, out / "pairs").items()}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def convert(repo: Path, out: Path) -> ConvertReport:
@@ -405,4 +450,12 @@ def convert(repo: Path, out: Path) -> ConvertReport:
         models[model], unaligned[model] = len(lines), bad
     if not models:
         raise PaperDataError(f"no attribution pickles under {root}/ifa_*/ matched a prompt id")
-    return ConvertReport(len(prompts), len(ratings), len(vocab), models, unaligned)
+    try:
+        ffn = convert_ffn(repo, out)
+    except ValueError as exc:  # FfnError: a file not in the authors' format, named in the message
+        raise PaperDataError(f"results/linear_interpret: {exc}") from exc
+    try:
+        pairs = convert_pairs(repo, out)
+    except ValueError as exc:  # PairsFormatError
+        raise PaperDataError(f"results/bilinear_interpret: {exc}") from exc
+    return ConvertReport(len(prompts), len(ratings), len(vocab), models, unaligned, ffn, pairs)

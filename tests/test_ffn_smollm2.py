@@ -51,9 +51,20 @@ def test_layer29_has_a_places_component(smollm2):
     assert best >= 4
 
 
-def test_heuristic_self_pair_is_unchanged(smollm2):
+def test_heuristic_self_pair_shows_no_rise_and_no_level_outside_the_margin(smollm2):
+    """SmolLM2 against itself (issue 19's 'done means'): the user-task rise fails; "unchanged" is
+    never a fail, and passes only when the heuristic passed calibration and every interval is
+    inside the margin (otherwise inconclusive)."""
+    from shiftcheck.fixtures.ffn import calibration_of
     from shiftcheck.probes.ffn.annotators.heuristic import HeuristicAnnotator
 
-    reps = HeuristicAnnotator().annotate(concepts.components_of(smollm2), 1)
-    v = concepts.linguistic_unchanged(reps, reps, 3.0, 0.05, "heuristic")
-    assert v.outcome == "pass", v.obtained
+    ann = HeuristicAnnotator()
+    reps = ann.annotate(concepts.components_of(smollm2), 1)
+    source = concepts.LabelSource(ann.name, calibration_of(ann))
+    rise = concepts.user_task_rise(reps, reps, 0.05, source)
+    same = concepts.linguistic_unchanged(reps, reps, 3.0, 0.05, source)
+    assert rise.outcome in ("fail", "inconclusive") and rise.outcome != "pass", rise.obtained
+    assert same.outcome != "fail", same.reason
+    if same.outcome == "pass":
+        assert source.calibration.passed
+        assert all(-3.0 < r["low"] and r["high"] < 3.0 for r in same.numbers["rows"])

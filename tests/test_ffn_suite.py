@@ -1,5 +1,6 @@
-"""Finding 3 through the plugin (pytester, black box): replayed annotated TSVs that pass and fail,
-the toy-scale skip of the embedded world, the no-endpoint skip, and the report's FFN section."""
+"""Finding 3 through the plugin (pytester, black box): replayed annotated TSVs that pass, fail and
+are inconclusive, the toy-scale skip of the embedded world, the no-endpoint skip, and the report's
+FFN section as valid Markdown."""
 
 from __future__ import annotations
 
@@ -27,31 +28,60 @@ def suite(pytester: pytest.Pytester, tmp_path_factory) -> pytest.Pytester:
     return pytester
 
 
-def labels(path: Path, levels: dict[str, int], scenario: str = "daily writing") -> Path:
+def labels(path: Path, levels: dict[str, int], scenario: str = "daily writing", user: int | None = None) -> Path:
+    """One repetition: 10 unexplainable components, then ``levels``; the first ``user`` explainable
+    ones (all by default) carry ``scenario``, the rest translation."""
     anns = [Annotation(0, i + 1, ("a", "b"), "Cannot Tell") for i in range(10)]
+    k = 0
     for level, n in levels.items():
-        anns += [Annotation(1, len(anns) + 1, ("c", "d"), "thing", scenario, level) for _ in range(n)]
+        for _ in range(n):
+            scen = scenario if user is None or k < user else "translation"
+            anns.append(Annotation(1 + k % 7, len(anns) + 1, ("c", "d|e"), "thing", scen, level))
+            k += 1
     return write_annotations([anns], path, "M", "1B")
 
 
-MIX = {"Semantic": 60, "Morphology": 20, "Phonology": 10, "Syntax": 10}
+def mix(n: int) -> dict[str, int]:
+    return {"Semantic": n * 6 // 10, "Morphology": n * 2 // 10, "Phonology": n // 10, "Syntax": n // 10}
 
 
-def test_replayed_equal_labels_pass(suite):
-    a = labels(suite.path / "a.tsv", MIX)
+def _md_tables(md: str) -> list:
+    """Every table of the report, parsed by markdown-it (a malformed table is not a table)."""
+    from markdown_it import MarkdownIt
+
+    return [t for t in MarkdownIt().enable("table").parse(md) if t.type == "table_open"]
+
+
+def test_replayed_equal_labels_on_many_components_pass_unchanged_and_fail_the_rise(suite):
+    a = labels(suite.path / "a.tsv", mix(3000))
     r = suite.runpytest("--replay-ffn-base", str(a), "--replay-ffn-tuned", str(a), "-p", "no:cacheprovider")
-    r.assert_outcomes(passed=2)
+    r.assert_outcomes(passed=1, failed=1)
+    out = r.stdout.str()
+    assert "user_task_concepts_rise_after_tuning" in out and "no significant rise" in out
     md = (suite.path / "shiftcheck-report" / "report.md").read_text()
-    assert "## Finding 3: FFN concepts" in md and "| semantic | 60.0" in md
+    assert "## Finding 3: FFN concepts" in md and "| semantic | 60.00 | 60.00 | +0.00 |" in md
+    assert "not calibrated here" in md
+    section = md[md.index("## Finding 3"):]
+    assert len(_md_tables(section)) >= 5  # calibration note, equivalence, user tasks, 2 x Table 5, layers
 
 
-def test_replayed_phonology_shift_fails_with_the_table(suite):
-    a = labels(suite.path / "a.tsv", MIX)
-    b = labels(suite.path / "b.tsv", dict(MIX, Semantic=40, Phonology=30))
+def test_forty_replayed_components_a_side_are_inconclusive_not_a_pass(suite):
+    a = labels(suite.path / "a.tsv", mix(40))
+    r = suite.runpytest("--replay-ffn-base", str(a), "--replay-ffn-tuned", str(a), "-p", "no:cacheprovider")
+    r.assert_outcomes(failed=2)
+    assert "inconclusive" in r.stdout.str() and "not shown equivalent" in r.stdout.str()
+    r = suite.runpytest("--replay-ffn-base", str(a), "--replay-ffn-tuned", str(a), "--allow-inconclusive",
+                        "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1)  # the rise still fails: nothing rose
+
+
+def test_replayed_phonology_shift_fails_and_a_rise_passes(suite):
+    a = labels(suite.path / "a.tsv", mix(1000), user=500)
+    b = labels(suite.path / "b.tsv", dict(mix(1000), Semantic=400, Phonology=300), user=600)
     r = suite.runpytest("--replay-ffn-base", str(a), "--replay-ffn-tuned", str(b), "-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1)
     out = r.stdout.str()
-    assert "NOT SHOWN" in out and "phonology | 10.0 ± 0.0 | 30.0 ± 0.0 | +20.0" in out
+    assert "phonology changed +20.00 pp" in out and "wholly outside" in out
 
 
 def test_embedded_world_skips_quickly_as_toy_scale(suite):

@@ -230,6 +230,73 @@ def test_console_script_converts_end_to_end(tmp_path):
     assert "attribution/vicuna_7b.npz + .jsonl: 3 instances" in done.stdout
 
 
+# --------------------------------------------------------------------------------------------- Tables 3 and 5 files
+
+LINEAR_HEADER = "Explainable\tTokens\tSummary\tModel\tSize\tLayer\tType\tHead\tRank\tScore\tTopK"
+
+
+def _linear_row(label, model, layer, rank, summary="dates", words="May|||June|||July"):
+    tokens = "Words: " + ", ".join(words.split("|||")) + "."
+    return "\t".join(([label] if label is not None else []) + ["1" if "cannot" not in summary.lower() else "0",
+                      tokens, summary, model, "7B", str(layer), "FFN", "0", str(rank), "0.01", words])
+
+
+def _authors_results(root):
+    """results/linear_interpret/ in their format (two seeds, both models per file, explainable rows
+    only; seed 0 also has linear_seed0.tsv with an unexplainable row) and the Table 3 pairs file cut
+    into byte parts in the middle of a row and of a UTF-8 character."""
+    lin = root / "results" / "linear_interpret"
+    lin.mkdir(parents=True)
+    for seed in (0, 1):
+        task = ["Task\t" + LINEAR_HEADER, _linear_row("daily writing", "llama", 0, 1),
+                _linear_row("coding; translation", "vicuna", 0, 1), _linear_row("None", "vicuna", 3, 2, "verbs"),
+                "Task\t" + LINEAR_HEADER, "a broken row"]
+        concept = ["Concept\t" + LINEAR_HEADER, _linear_row("Semantic", "llama", 0, 1),
+                   _linear_row("Semantics", "vicuna", 0, 1), _linear_row("Syntax", "vicuna", 3, 2, "verbs")]
+        (lin / f"linear_task_seed{seed}.tsv").write_text("\n".join(task) + "\n", encoding="utf-8")
+        (lin / f"linear_concept_seed{seed}.tsv").write_text("\n".join(concept) + "\n", encoding="utf-8")
+    every = [LINEAR_HEADER, _linear_row(None, "llama", 0, 1), _linear_row(None, "llama", 1, 1, "Cannot Tell.")]
+    (lin / "linear_seed0.tsv").write_text("\n".join(every) + "\n", encoding="utf-8")
+    bil = root / "results" / "bilinear_interpret"
+    bil.mkdir(parents=True)
+    pairs = ("Model\tSize\tLayer\tType\tHead\tDim\tRank\tScore\tTopK\n"
+             "llama\t7B\t0\tQK\t0\t0\t1\t0.5\twrite=essay|||café=thé\n"
+             "vicuna\t7B\t0\tQK\t0\t0\t1\t0.5\twrite=poem\n").encode("utf-8")
+    cut = pairs.index("é".encode("utf-8")) + 1  # inside the two bytes of é
+    for name, chunk in (("aa", pairs[:40]), ("ab", pairs[40:cut]), ("ac", pairs[cut:])):
+        (bil / f"bilinear_words_split.tsv{name}").write_bytes(chunk)
+
+
+def test_convert_splits_tables_3_and_5_files_by_model_with_seeds_as_repetitions(tmp_path, capsys):
+    from shiftcheck.probes.attention.io import read_replay
+    from shiftcheck.probes.ffn.annotators.replay import load_replay
+
+    _fake_release(tmp_path / "repo")
+    _authors_results(tmp_path / "repo")
+    assert main(["paper-data", "convert", str(tmp_path / "repo"), str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "ffn/vicuna.annotated.tsv: 2 seed(s), 4 components" in printed and "malformed rows skipped" in printed
+    vicuna = load_replay(tmp_path / "out" / "ffn" / "vicuna.annotated.tsv")
+    assert [len(r) for r in vicuna.repetitions] == [2, 2] and vicuna.explainable_only
+    first = vicuna.repetitions[0][0]
+    assert (first.scenario, first.level, first.words) == ("coding; translation", "Semantics", ("May", "June", "July"))
+    llama = load_replay(tmp_path / "out" / "ffn" / "llama.annotated.tsv").repetitions
+    assert [a.explainable for a in llama[0]] == [True, False]  # linear_seed0.tsv adds the unexplainable one
+    assert [a.explainable for a in llama[1]] == [True]
+    pairs = {m: Path(p).read_text(encoding="utf-8") for m, p in
+             ((m, tmp_path / "out" / "pairs" / f"{m}.tsv") for m in ("llama", "vicuna"))}
+    assert "café=thé" in pairs["llama"] and "poem" not in pairs["llama"] and "write=poem" in pairs["vicuna"]
+    read_replay(tmp_path / "out" / "pairs" / "vicuna.tsv", "tuned", min_count=1)  # loads as finding 2's replay
+
+
+def test_the_authors_folder_replays_directly_with_a_model_name(tmp_path):
+    from shiftcheck.probes.ffn.annotators.replay import load_replay
+
+    _authors_results(tmp_path)
+    direct = load_replay(f"{tmp_path / 'results' / 'linear_interpret'}::vicuna")
+    assert direct.model == "vicuna" and len(direct.repetitions) == 2 and direct.skipped_rows == 2
+
+
 # --------------------------------------------------------------------------------------------- the real release
 
 
