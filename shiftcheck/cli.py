@@ -15,6 +15,7 @@ from collections.abc import Callable
 from shiftcheck.cli_cache import add_cache
 from shiftcheck.cli_common import FORMATTER, user_errors
 from shiftcheck.cli_ffn_words import add_ffn_words
+from shiftcheck.cli_kl import add_kl
 from shiftcheck.cli_pairs import add_pairs
 from shiftcheck.cli_world import add_world
 
@@ -33,6 +34,7 @@ world:NAME[@seed=N] (world:base, world:good, world:bad-copy, world:bad-cpt).
   shiftcheck pairs CHECKPOINT --out pairs.tsv          finding 2: attention word pairs (TSV)
   shiftcheck ffn-words CHECKPOINT --out ffn.tsv        finding 3: FFN components and words (TSV)
   shiftcheck paper-data convert REPO OUT               the authors' data as replay files
+  shiftcheck kl TUNED BASE                             KL preflight: KL(TUNED || BASE) per source
 
 Settings: $SHIFTCHECK_CACHE for the cache. 'shiftcheck COMMAND --help' for a command's options.
 """
@@ -53,13 +55,13 @@ def _add_paper_data(sub: argparse._SubParsersAction) -> None:
 
 # In the order of the console's description: the world, the cache, then findings 2 and 3 and the data.
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    add_world, add_cache, add_pairs, add_ffn_words, _add_paper_data)
+    add_world, add_cache, add_pairs, add_ffn_words, _add_paper_data, add_kl)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shiftcheck", description=DESCRIPTION, formatter_class=FORMATTER)
     sub = parser.add_subparsers(dest="command", required=True, title="commands",
-                                metavar="{world,cache,pairs,ffn-words,paper-data}")
+                                metavar="{world,cache,pairs,ffn-words,paper-data,kl}")
     for add in SUBCOMMANDS:
         add(sub)
     return parser
