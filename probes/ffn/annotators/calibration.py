@@ -145,7 +145,8 @@ def scores(item: CalibrationItem, ann: Annotation) -> dict[str, bool]:
     return out
 
 
-def score(items: Sequence[CalibrationItem], reps: Sequence[Sequence[Annotation]]) -> tuple[dict[str, float], dict[str, int]]:
+def score(items: Sequence[CalibrationItem],
+          reps: Sequence[Sequence[Annotation]]) -> tuple[dict[str, float], dict[str, int]]:
     """Per-label accuracy over items and repetitions, and the number of items per label."""
     right: dict[str, int] = {}
     seen: dict[str, int] = {}

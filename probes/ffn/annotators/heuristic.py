@@ -159,7 +159,7 @@ def pygments_keywords(langs: Sequence[str] = CODE_LANGS) -> frozenset[str]:
     """Keywords and builtin names of ``langs`` in Pygments' lexers, the names of every language Pygments
     knows and Python's standard-library modules, minus common English words."""
     from pygments.lexer import words
-    from pygments.lexers import get_lexer_by_name
+    from pygments.lexers import get_all_lexers, get_lexer_by_name
     from pygments.token import Keyword, Name
     from wordfreq import zipf_frequency
 
@@ -171,10 +171,9 @@ def pygments_keywords(langs: Sequence[str] = CODE_LANGS) -> frozenset[str]:
                     continue
                 if isinstance(r[0], words) and (r[1] in Keyword or r[1] in Name):
                     out.update(w.lower() for w in r[0].words if w.isidentifier())
-                elif isinstance(r[0], str) and (r[1] in Keyword or r[1] in Name.Builtin):  # "(abstract|final|native)\\b": the alternatives, escapes dropped
+                elif isinstance(r[0], str) and (r[1] in Keyword or r[1] in Name.Builtin):
+                    # "(abstract|final|native)\\b": the alternatives, with the escapes dropped
                     out.update(w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]{2,}", re.sub(r"\\.", " ", r[0])))
-    from pygments.lexers import get_all_lexers
-
     out.update(a.lower() for _, aliases, _, _ in get_all_lexers() for a in aliases if a.isalpha())  # languages
     out.update(m.lower() for m in sys.stdlib_module_names if m.isalpha())  # Python's standard modules
     return frozenset(w for w in out if zipf_frequency(w, "en") < CODE_COMMON_ZIPF)
