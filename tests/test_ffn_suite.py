@@ -109,3 +109,22 @@ def _words(tmp_path: Path) -> Path:
     p = tmp_path / "words.tsv"
     p.write_text("word\n" + "\n".join(DEFAULT_WORDS * 1) + "\n")
     return p
+
+
+def test_an_annotator_that_cannot_be_calibrated_counts_as_failed():
+    """A cache-only endpoint without the calibration answers: both verdicts become inconclusive."""
+    from shiftcheck.fixtures.ffn import FfnLabels, calibration_of
+    from shiftcheck.probes.ffn.annotators import AnnotatorError
+
+    class Offline:
+        name = "openai:m@http://127.0.0.1:9"
+
+        def annotate(self, components, repetitions):
+            raise AnnotatorError("no cached answer and no endpoint")
+
+    cal = calibration_of(Offline())
+    assert not cal.passed and "no cached answer" in cal.reason
+    reps = [[Annotation(0, i + 1, ("w",), "x", "coding", "Semantic") for i in range(3000)]]
+    src = FfnLabels(reps, reps, Offline.name, "models", calibration=cal).source()
+    v = concepts.linguistic_unchanged(reps, reps, 3.0, 0.05, src)
+    assert v.outcome == "inconclusive" and "failed calibration" in v.reason
