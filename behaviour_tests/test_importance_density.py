@@ -20,7 +20,7 @@ def test_tuned_density_on_instructions_exceeds_base(importance_pair, density_gro
     (Welch one-sided t-test, all instances, no length filter)."""
     shift = density_shift(importance_pair.base, importance_pair.tuned, density_group)
     shiftcheck_expect(shift.verdict(
-        "importance_density",
+        "tuned_density_on_instructions_exceeds_base",
         shiftcheck_alpha,
         claim="the tuned model puts more importance density on instruction words than the base",
         hint="check that --tuned really is the instruction-tuned checkpoint and --base its base; "
@@ -37,7 +37,7 @@ def test_followed_responses_carry_more_instruction_density(tuned_ratings, import
         pytest.skip(f"group '{density_group}' has {shift.b_n} followed and {shift.a_n} unfollowed rated responses; "
                     "need at least 2 of each")
     shiftcheck_expect(shift.verdict(
-        "followed_vs_unfollowed",
+        "followed_responses_carry_more_instruction_density",
         shiftcheck_alpha,
         claim="followed responses carry more instruction density than unfollowed ones",
         hint="check that --ratings rates the same responses the tuned model produced (--ratings-model)",

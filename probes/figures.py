@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,8 +18,36 @@ def _pyplot():
     return plt
 
 
-def _clean(token: str) -> str:
-    return token.replace("▁", " ").replace("Ġ", " ").replace("<0x0A>", "\\n").strip() or "␣"
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, reversed: each printable stand-in (``Ġ`` for a space, ``Ċ``
+    for a newline) back to its byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+_BYTES = _byte_decoder()
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte fallback
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def token_text(token: str) -> str:
+    """A tokenizer's token as the text it stands for, for a tick label: byte-level stand-ins decoded
+    (``Ċ`` -> ``\\n``, ``Ġ`` -> space), SentencePiece's ``▁`` a space and ``<0x0A>`` a newline;
+    newlines and tabs written as ``\\n``/``\\t``, and a token of spaces only as ``␣``."""
+    if any(ord(c) >= 256 for c in token) and all(c in _BYTES for c in token):  # byte-level BPE (GPT-2, SmolLM2)
+        text = bytes(_BYTES[c] for c in token).decode("utf-8", errors="replace")
+    else:
+        text = _BYTE_TOKEN.sub(lambda m: chr(int(m.group(1), 16)), token.replace("▁", " "))
+    for raw, shown in _ESCAPES.items():
+        text = text.replace(raw, shown)
+    return text if text.strip() else "␣" * max(1, len(text))
 
 
 def saliency_map(
@@ -34,50 +63,80 @@ def saliency_map(
     plt = _pyplot()
     S0 = np.asarray(S0)[:, :max_response]
     n, m = S0.shape
-    fig, ax = plt.subplots(figsize=(min(18, 2 + 0.18 * max(m, 8)), min(18, 1.5 + 0.2 * max(n, 4))))
-    ax.imshow(S0, aspect="auto", cmap="Blues", vmin=0, vmax=max(10, int(S0.max(initial=0))), interpolation="nearest")
+    # at least 6.5 in wide, so a two-line title is never cut off on a short response
+    fig, ax = plt.subplots(figsize=(min(18, max(6.5, 2.5 + 0.18 * m)), min(18, max(3.5, 1.8 + 0.2 * n))))
+    image = ax.imshow(S0, aspect="auto", cmap="Blues", vmin=0, vmax=max(10, int(S0.max(initial=0))),
+                      interpolation="nearest")
     ax.set_yticks(range(n))
-    ax.set_yticklabels([_clean(t) for t in prompt_tokens], fontsize=6)
+    ax.set_yticklabels([token_text(t) for t in prompt_tokens], fontsize=6)
     for label, inst in zip(ax.get_yticklabels(), instruction_mask):
         if inst:
             label.set_color("crimson")
     ax.set_xticks(range(m))
-    ax.set_xticklabels([_clean(t) for t in list(response_tokens)[:m]], fontsize=6, rotation=90)
+    ax.set_xticklabels([token_text(t) for t in list(response_tokens)[:m]], fontsize=6, rotation=90)
     ax.set_xlabel("response token")
     ax.set_ylabel("prompt token (instruction in red)")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="level S")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """Mean and its t-based confidence interval; None for an empty sample, a zero-width interval
+    for a single value."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return None
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half
 
 
 def score_distributions(
     scores: Mapping[str, Mapping[str, Sequence[float]]],
     path: Path,
-    title: str = "instruction importance density (METHODS §1.6)",
+    title: str = "instruction importance density per prompt (METHODS §1.6)",
 ) -> Path:
-    """Box plots of instance scores per group, base beside tuned. ``scores[group][model] = values``."""
+    """Every instance score as a point (jittered), a violin where the values spread, and the mean
+    with its 95 % confidence interval, base beside tuned per group. ``scores[group][model] = values``.
+    Readable when most scores are 0: the points and the mean stay visible where a box would collapse."""
     plt = _pyplot()
     groups = list(scores)
-    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(groups)), 4))
-    positions, data, colours = [], [], []
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is the same on every run
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.4 * len(groups)), 4.2))
     for g, group in enumerate(groups):
-        for k, (model, colour) in enumerate((("base", "#9e9e9e"), ("tuned", "#1f77b4"))):
-            positions.append(3 * g + k)
-            data.append(list(scores[group].get(model, [])) or [np.nan])
-            colours.append(colour)
-    parts = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showmeans=True)
-    for patch, colour in zip(parts["boxes"], colours):
-        patch.set_facecolor(colour)
+        for k, (model, colour) in enumerate((("base", "#7f7f7f"), ("tuned", "#1f77b4"))):
+            x0 = 3 * g + k
+            values = np.asarray(list(scores[group].get(model, [])), dtype=float)
+            if values.size >= 2 and np.ptp(values) > 0:
+                parts = ax.violinplot(values, positions=[x0], widths=0.85, showextrema=False)
+                for body in parts["bodies"]:
+                    body.set_facecolor(colour)
+                    body.set_alpha(0.25)
+            ax.scatter(x0 + rng.uniform(-0.22, 0.22, values.size), values, s=7, color=colour, alpha=0.55,
+                       linewidths=0, label=f"{model}: one prompt" if g == 0 else None)
+            ci = mean_ci(values)
+            if ci is not None:
+                mean, low, high = ci
+                ax.errorbar([x0 + 0.38], [mean], yerr=[[mean - low], [high - mean]], fmt="D", ms=5, color="black",
+                            mfc=colour, capsize=3, lw=1.2, label="mean and its 95 % CI" if g == 0 and k == 0 else None)
     ax.set_xticks([3 * g + 0.5 for g in range(len(groups))])
-    ax.set_xticklabels(groups)
-    ax.set_ylabel("score")
-    ax.set_title(title + "\n(grey: base, blue: tuned)", fontsize=9)
+    ax.set_xticklabels([f"{group}\n(base | tuned)" for group in groups], fontsize=8)
+    ax.set_xlabel("prompt group")
+    ax.set_ylabel("instruction importance density")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -96,21 +155,32 @@ def verb_shares_by_group(groups: Mapping[str, Mapping[str, Sequence[float]]], th
     ax.set_xticks(x, [f"{n}\nlayers {groups[n]['layers'][0]}-{groups[n]['layers'][1]}" for n in names])
     ax.set_ylabel("share of changed heads\nwith more pairs (tuned)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def layer_bin_label(g: int, group: int, n_layers: int | None) -> str:
+    """Layers of bin ``g`` (``layer // group``), ending at the model's last layer (``28-29`` on a
+    30-layer model, not ``28-31``)."""
+    first, last = g * group, g * group + group - 1
+    if n_layers is not None:
+        last = min(last, n_layers - 1)
+    return str(first) if first == last else f"{first}-{last}"
+
+
 def ffn_level_distribution(levels: Mapping[str, Mapping[str, Sequence[float]]], categories: Sequence[str],
-                           path: Path, group: int = 4) -> Path:
+                           path: Path, group: int = 4, n_layers: int | None = None) -> Path:
     """Figure 3: per layer group (``layer // group``), the % of explainable FFN components at each
-    linguistic level; ``levels[model][group] = [% per category]``, base and tuned side by side."""
+    linguistic level; ``levels[model][group] = [% per category]``, base and tuned side by side. The
+    last bin's label ends at ``n_layers - 1`` when the model's depth is given; the legend sits
+    beside the bars, not on them."""
     plt = _pyplot()
     models = [m for m in ("base", "tuned") if levels.get(m)]
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)) + 1.6, 3.6), squeeze=False)
     for ax, model in zip(axes[0], models):
         groups = sorted(levels[model], key=int)
         bottom = np.zeros(len(groups))
@@ -119,14 +189,14 @@ def ffn_level_distribution(levels: Mapping[str, Mapping[str, Sequence[float]]], 
             ax.bar(range(len(groups)), vals, bottom=bottom, label=cat)
             bottom += vals
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{int(g) * group}-{int(g) * group + group - 1}" for g in groups], fontsize=7)
+        ax.set_xticklabels([layer_bin_label(int(g), group, n_layers) for g in groups], fontsize=7)
         ax.set_xlabel("layers")
         ax.set_ylabel("% of explainable components")
         ax.set_title(model, fontsize=9)
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -140,10 +210,10 @@ def per_layer_lines(series: Mapping[str, Sequence[float]], ylabel: str, path: Pa
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     if len(series) > 1:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -158,9 +228,9 @@ def ffn_cumulative_variance(cumulative: Mapping[str, Mapping[str, Sequence[float
             ax.plot(np.arange(1, len(cum) + 1), cum, lw=0.8, alpha=0.7, label=model if k == 0 else None, **style)
     ax.set_xlabel("number of components")
     ax.set_ylabel("cumulative explained variance")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

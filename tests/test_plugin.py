@@ -16,6 +16,7 @@ BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour_tests" / "test_impo
 LLAMA = PAPER_DATA / "attribution" / "llama_7b"
 VICUNA = PAPER_DATA / "attribution" / "vicuna_7b"
 GROUPS = ["lima", "mt-bench", "self-instruct", "pooled"]
+DENSITY = "tuned_density_on_instructions_exceeds_base"  # the finding's one name: its test's, without test_
 
 
 @pytest.fixture
@@ -153,10 +154,11 @@ def test_importing_the_plugin_imports_no_torch_or_transformers():
 def test_replay_of_llama_vs_vicuna_passes_every_group_and_writes_the_report(suite: pytest.Pytester):
     result = suite.runpytest("--replay-base", str(LLAMA), "--replay-tuned", str(VICUNA), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, skipped=4)  # the followed test skips: no --ratings
-    result.stdout.fnmatch_lines(["*shiftcheck summary*", "*importance_density ?pooled?: PASS*", "*report: *report.md*"])
+    result.stdout.fnmatch_lines(["*shiftcheck summary*", "*tuned_density_on_instructions_exceeds_base ?pooled?: PASS*",
+                                 "*report: *report.md*"])
     report = suite.path / "shiftcheck-report"
     results = json.loads((report / "results.json").read_text())
-    density = [r for r in results["findings"] if r["finding"] == "importance_density"]
+    density = [r for r in results["findings"] if r["finding"] == DENSITY]
     assert sorted(r["group"] for r in density) == sorted(GROUPS)
     skipped = [r for r in results["findings"] if r["outcome"] == "skipped"]
     assert len(skipped) == 4 and all("--ratings" in r["reason"] for r in skipped)  # every outcome is reported
@@ -165,7 +167,7 @@ def test_replay_of_llama_vs_vicuna_passes_every_group_and_writes_the_report(suit
     assert results["context"]["checkpoints"]["base"]["fingerprint"].startswith("sha256:")
     assert results["package_versions"]["torch"]
     md = (report / "report.md").read_text()
-    assert "| importance_density | pooled | PASS |" in md
+    assert f"| {DENSITY} | pooled | PASS |" in md
     pngs = sorted(p.name for p in (report / "figures").glob("*.png"))
     assert "importance_density.png" in pngs and sum(n.startswith("saliency_") for n in pngs) == 6
     assert all((report / "figures" / n).stat().st_size > 1000 for n in pngs)
@@ -181,12 +183,12 @@ def test_swapped_replay_fails_with_the_numbers_and_a_hint(suite: pytest.Pytester
     assert "why: tuned is not higher than base" in out
     assert "try: check that --tuned really is the instruction-tuned checkpoint" in out
     md = (suite.path / "shiftcheck-report" / "report.md").read_text()
-    assert "| importance_density | pooled | **FAIL** |" in md
+    assert f"| {DENSITY} | pooled | **FAIL** |" in md
     assert "is NOT shown" in md and "Try: check that --tuned" in md  # a failed finding reads as failed
 
 
 @needs_paper_data
-def test_ratings_drive_the_followed_vs_unfollowed_finding(suite: pytest.Pytester):
+def test_ratings_drive_the_followed_responses_finding(suite: pytest.Pytester):
     result = suite.runpytest(
         "--replay-base", str(LLAMA), "--replay-tuned", str(VICUNA), "-p", "no:cacheprovider",
         "--ratings", str(PAPER_DATA / "ratings.tsv"), "--ratings-model", "vicuna_7B",
@@ -195,16 +197,38 @@ def test_ratings_drive_the_followed_vs_unfollowed_finding(suite: pytest.Pytester
     result.assert_outcomes(passed=4)
 
 
-@needs_paper_data
+def write_replay(prefix: Path, shift: float, n: int = 10, sources: tuple[str, ...] = ("a", "b")) -> Path:
+    """A constructed replay dump: per source ``n`` instances of random attributions, the first two
+    prompt tokens the instruction, raised by ``shift`` (a planted effect with a known truth)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    matrices, lines = {}, []
+    for source in sources:
+        for i in range(n):
+            key = f"{source}_{i}"
+            S = rng.normal(size=(6, 8))
+            S[:2] += shift
+            matrices[key] = S
+            lines.append(json.dumps({"id": key, "source": source, "prompt_tokens": [f"t{j}" for j in range(6)],
+                                     "response_tokens": [f"r{j}" for j in range(8)],
+                                     "instruction_token_mask": [1, 1, 0, 0, 0, 0]}))
+    np.savez(prefix.with_suffix(".npz"), **matrices)
+    prefix.with_suffix(".jsonl").write_text("\n".join(lines) + "\n")
+    return prefix
+
+
 def test_xdist_run_merges_one_report_with_the_same_numbers(suite: pytest.Pytester):
-    args = ["--replay-base", str(LLAMA), "--replay-tuned", str(VICUNA), "-p", "no:cacheprovider"]
-    suite.runpytest(*args, "--report-dir", "single").assert_outcomes(passed=4, skipped=4)
+    base, tuned = write_replay(suite.path / "base", 0.0), write_replay(suite.path / "tuned", 3.0)
+    args = ["--replay-base", str(base), "--replay-tuned", str(tuned), "-p", "no:cacheprovider"]
+    suite.runpytest(*args, "--report-dir", "single").assert_outcomes(passed=3, skipped=3)
     result = suite.runpytest(*args, "--report-dir", "parallel", "-n", "2", "--dist", "loadgroup")
-    result.assert_outcomes(passed=4, skipped=4)
+    result.assert_outcomes(passed=3, skipped=3)
     single = json.loads((suite.path / "single" / "results.json").read_text())
     parallel = json.loads((suite.path / "parallel" / "results.json").read_text())
     assert [r.get("numbers") for r in single["findings"]] == [r.get("numbers") for r in parallel["findings"]]
-    assert len(parallel["findings"]) == 8  # four verdicts and four skips
+    assert len(parallel["findings"]) == 6  # three verdicts (a, b, pooled) and three skips (no --ratings)
+    assert parallel["outcome_counts"] == {"passed": 3, "skipped": 3}
 
 
 def test_pytest_cache_clear_leaves_the_result_cache_and_our_own_switch_empties_it(pytester: pytest.Pytester, tmp_path):
@@ -227,12 +251,16 @@ def test_pytest_cache_clear_leaves_the_result_cache_and_our_own_switch_empties_i
 def test_a_bad_option_replaces_the_previous_report(pytester: pytest.Pytester):
     report = pytester.path / "shiftcheck-report"
     report.mkdir()
-    (report / "report.md").write_text("| importance_density | pooled | PASS |")
+    (report / "report.md").write_text(f"| {DENSITY} | pooled | PASS |")
     (report / "results.json").write_text("{}")
+    (report / "figures").mkdir()
+    (report / "figures" / "saliency_base_x.png").write_bytes(b"an earlier run's figure")
+    (report / "notes.txt").write_text("the user's own file")
     result = pytester.runpytest("--alpha", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     md = (report / "report.md").read_text()
     assert "PASS" not in md and "stopped before any test ran" in md and "--alpha" in md
+    assert not (report / "figures").exists() and (report / "notes.txt").read_text() == "the user's own file"
 
 
 def test_the_plugins_attribution_modes_are_the_probes():
@@ -255,6 +283,7 @@ def test_each_worker_gets_one_entry_of_the_callers_visible_devices(visible, work
 
 def test_auto_workers_follow_the_visible_gpu_list(pytester: pytest.Pytester, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6")
+    (pytester.path / "pyproject.toml").write_text('[project]\nname = "shiftcheck"\n')  # the suite's own folder
     (pytester.path / "behaviour_tests").mkdir()
     (pytester.path / "behaviour_tests" / "test_x.py").write_text("def test_x():\n    pass\n")
     out = pytester.runpytest_subprocess("behaviour_tests", "-n", "auto", "-p", "no:cacheprovider").stdout.str()
@@ -273,6 +302,7 @@ def test_junit_xml_carries_the_verdict_properties(pytester: pytest.Pytester):
     )
     pytester.runpytest("--junitxml=out.xml", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     xml = (pytester.path / "out.xml").read_text()
-    for prop in ('name="shiftcheck_p_value" value="0.01"', 'name="shiftcheck_effect" value="0.7"',
+    for prop in ('name="shiftcheck_finding" value="claim"',  # the test's name, not the verdict's "f"
+                 'name="shiftcheck_p_value" value="0.01"', 'name="shiftcheck_effect" value="0.7"',
                  'name="shiftcheck_verdict" value="pass"', 'name="shiftcheck_a_n" value="9"'):
         assert prop in xml, prop
