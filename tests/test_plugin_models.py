@@ -78,9 +78,9 @@ def test_two_workers_split_a_cold_run_and_agree_with_a_single_process(suite, che
     assert sorted(shares) == ["units_by_worker/0", "units_by_worker/1"], result.stdout.str()
     assert all(v["importance"]["base"] > 0 and v["importance"]["tuned"] > 0 for v in shares.values()), shares
     assert sum(v["importance"]["base"] for v in shares.values()) == 3  # each unit computed exactly once
-    density = [f for f in single["findings"] if f["finding"] == "importance_density"]
+    density = [f for f in single["findings"] if f["finding"] == "tuned_density_on_instructions_exceeds_base"]
     assert density and [f["numbers"] for f in density] == [
-        f["numbers"] for f in parallel["findings"] if f["finding"] == "importance_density"]
+        f["numbers"] for f in parallel["findings"] if f["finding"] == "tuned_density_on_instructions_exceeds_base"]
     assert single["context"]["importance_scores"] == parallel["context"]["importance_scores"]
 
 
