@@ -14,6 +14,7 @@ Both are inconclusive when the annotator failed calibration (:class:`LabelSource
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -100,7 +101,9 @@ def compare(base: Sequence[Sequence[Annotation]], tuned: Sequence[Sequence[Annot
             else:
                 p, test = float(stats.chi2_contingency(table).pvalue), "chi-square of pooled counts (2x2)"
         else:
-            res = stats.ttest_ind(pb[:, j], pt[:, j])
+            with warnings.catch_warnings():  # identical seeds: scipy warns, then p is nan (handled below)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = stats.ttest_ind(pb[:, j], pt[:, j])
             p = None if math.isnan(res.pvalue) else float(res.pvalue)
             p = 1.0 if p is None and np.allclose(pb[:, j].mean(), pt[:, j].mean()) else p
             test = "Student t-test, two-sided (METHODS §3.4)"
