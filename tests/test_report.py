@@ -223,3 +223,11 @@ def test_the_message_for_a_file_that_is_no_checkpoint_lists_what_is_accepted(tmp
     with pytest.raises(FingerprintError) as info:
         fingerprint_checkpoint(str(readme))
     assert all(s in str(info.value) for s in (".gguf file", "checkpoint folder", "hub id", "world:NAME"))
+
+
+def test_the_models_depth_comes_from_the_context():
+    from shiftcheck.fixtures.report import context_n_layers
+
+    assert context_n_layers({"attention": {"pair_list_change": [0.1] * 30}}) == 30
+    assert context_n_layers({"ffn": {"cumulative_variance": {"base": {str(k): [1.0] for k in range(30)}}}}) == 30
+    assert context_n_layers({}) is None
