@@ -18,7 +18,7 @@ needs_paper_data = pytest.mark.skipif(
     not (PAPER_DATA / "attribution" / "llama_7b.npz").is_file(),
     reason="needs the authors' released data converted to replay files: run "
     "`shiftcheck paper-data convert <clone of JacksonWuxs/Interpret_Instruction_Tuning_LLMs> <dir>` and set "
-    f"SHIFTCHECK_PAPER_DATA=<dir> (or have ../shared/paper-data); not found at {PAPER_DATA} (docs/PAPER_DATA.md)",
+    f"SHIFTCHECK_PAPER_DATA=<dir> (docs/PAPER_DATA.md); not found at {PAPER_DATA}",
 )
 
 
