@@ -15,7 +15,7 @@ One model is resident at a time: A's pass keeps each response token's top-64 nex
 distribution plus a tail bucket in the result cache, B's pass reads it. The approximation never
 overstates the KL (docs/RELEASE.md). Results are cached, and shared with pytest runs.
 
-A KL below 1e-6 nats/token between two different checkpoints means they behave identically: the
+A KL below 1e-3 nats/token between two different checkpoints means they behave identically: the
 shift findings cannot hold for such a pair. Exit status 3 then.
 
 examples:

@@ -38,10 +38,11 @@ from shiftcheck.probes.units import StageProgress, Unit, unit_key
 CODE_VERSION = "kl-1"
 TOP_K = 64  # next tokens kept per response position; the rest of the mass is one tail bucket
 POOLED = "pooled"
-# Mean per-token KL below which two *different* files are said to behave identically. Measured
-# (docs/RELEASE.md): fp32 round trips and re-saved copies give 0 to ~1e-9 nats/token on the world,
-# a bf16 cast of world:good ~1e-4, world:good vs world:base ~1e-1.
-IDENTICAL_KL = 1e-6
+# Mean per-token KL below which two *different* files are said to behave identically (the same
+# model up to storage precision). Measured on the world's 140 prompts (docs/RELEASE.md): a re-saved
+# copy 0, fp16 cast 1.6e-8, bf16 cast 1.4e-6, int8 round-to-nearest 2.0e-5 nats/token; the closest
+# real tune, bad-cpt vs base, 5.7e-2 (good vs base 0.62). 1e-3 sits ~50x from both sides.
+IDENTICAL_KL = 1e-3
 
 
 class KLError(RuntimeError):

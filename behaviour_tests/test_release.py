@@ -1,0 +1,21 @@
+"""The release gate (issue 21, docs/RELEASE.md): no regression against the last vetted run.
+
+With ``--baseline RUN/results.json`` each shift finding (finding 1's density, finding 2, the
+user-task rise) must be non-inferior to the baseline's effect: the null ``effect <= (1 - m) x
+baseline`` is rejected one-sided at ``--alpha`` (relative margin m, 0.25 by default). Finding 1 is
+paired per prompt over the prompts both runs share; findings 2 and 3 compare their group statistic
+with its standard error. "Unchanged" keeps its own test. Without --baseline these tests skip.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shiftcheck.probes.release.baseline import REGRESSION_FINDINGS
+
+
+@pytest.mark.parametrize("finding", REGRESSION_FINDINGS)
+def test_no_regression_against_baseline(finding, release_baseline, shiftcheck_settings, request, shiftcheck_expect):
+    from shiftcheck.fixtures.release import regression_verdict
+
+    shiftcheck_expect(regression_verdict(finding, release_baseline, request, shiftcheck_settings))
