@@ -5,6 +5,8 @@ user-task rise) must be non-inferior to the baseline's effect: the null ``effect
 baseline`` is rejected one-sided at ``--alpha`` (relative margin m, 0.25 by default). Finding 1 is
 paired per prompt over the prompts both runs share; findings 2 and 3 compare their group statistic
 with its standard error. "Unchanged" keeps its own test. Without --baseline these tests skip.
+
+With ``--release ARTIFACT`` the artifact must behave like ``--tuned`` (test_release_matches_its_source).
 """
 
 from __future__ import annotations
@@ -19,3 +21,14 @@ def test_no_regression_against_baseline(finding, release_baseline, shiftcheck_se
     from shiftcheck.fixtures.release import regression_verdict
 
     shiftcheck_expect(regression_verdict(finding, release_baseline, request, shiftcheck_settings))
+
+
+@pytest.mark.parametrize("check", ("tokenizer_and_chat_template", "preflight_kl",
+                                   "tuned_density_on_instructions_exceeds_base"))
+def test_release_matches_its_source(check, release_pair, shiftcheck_settings, request, shiftcheck_expect):
+    """--release ARTIFACT behaves like --tuned: same tokenizer and chat template, KL(source ||
+    artifact) under 1e-3 nats/token, finding 1's per-prompt density equivalent (TOST, ±0.02) with
+    the greedy agreement reported. Without --release these tests skip."""
+    from shiftcheck.fixtures.release import release_verdict
+
+    shiftcheck_expect(release_verdict(check, release_pair, request, shiftcheck_settings))
