@@ -98,6 +98,8 @@ def run_units(probes: Sequence[Probe], label: str, fingerprint: str, cache: Resu
     computed = dict.fromkeys(totals, 0)
     for probe, unit in work:
         key = unit_key(probe, fingerprint, unit)
+        if progress is not None and done[probe.name] == 0:  # the clock of this probe's ETA starts here
+            progress(label, f"{probe.name} units", 0, totals[probe.name])
         if not cache.has(key):
             def compute(probe: Probe = probe, unit: Unit = unit) -> CacheEntry:
                 checkpoint = load()
