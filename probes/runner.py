@@ -226,6 +226,7 @@ class PairRunner:
     _info: PairInfo | None = field(default=None, repr=False)
     _inspected: dict = field(default_factory=dict, repr=False)
     _plan_done: bool = field(default=False, repr=False)
+    _plan_computed: dict = field(default_factory=dict, repr=False)  # (probe, role) -> units the plan computed
 
     def __post_init__(self) -> None:
         quiet_loading()
@@ -297,6 +298,8 @@ class PairRunner:
                                self.progress, share, seconds)
             for name, n in counts.items():
                 computed.setdefault(name, {})[ref.label] = n
+                if share is None:
+                    self._plan_computed[(name, ref.label)] = n
             for name, t in seconds.items():
                 self._add_time(f"{name} {ref.label}", t)
             _free(loaded.pop() if loaded else None)
@@ -348,8 +351,13 @@ class PairRunner:
         for ref in self._order([probe]):
             loaded: list[Checkpoint] = []
             start, load_before = time.perf_counter(), self.stages.get(f"load {ref.label}", 0.0)
-            runs[ref.label] = run(probe, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
-                                  self.progress, share)
+            probe_run = run(probe, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
+                            self.progress, share)
+            planned = self._plan_computed.pop((probe.name, ref.label), 0)
+            if isinstance(probe_run, ProbeRun) and planned:  # computed by the plan in this process, not found
+                probe_run = ProbeRun(probe_run.label, probe_run.result, probe_run.computed + planned,
+                                     probe_run.cached - planned)
+            runs[ref.label] = probe_run
             if loaded:  # not planned (or not all of it cached): its compute time, the load excluded
                 load_s = self.stages.get(f"load {ref.label}", 0.0) - load_before
                 self._add_time(f"{probe.name} {ref.label}", time.perf_counter() - start - load_s)
