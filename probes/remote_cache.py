@@ -1,7 +1,8 @@
 """The result cache on any fsspec filesystem (``s3://``, ``gs://``, ``file://`` ...), for CI-matrix
 shards that share one cache.
 
-Same keys (:mod:`shiftcheck.probes.cache_key`) and verification as :mod:`shiftcheck.probes.cache`, but each entry is ONE object,
+Same keys (:mod:`shiftcheck.probes.cache_key`) and verification as :mod:`shiftcheck.probes.cache`,
+but each entry is ONE object,
 ``<root>/<digest>.entry.npz``: the arrays plus the stored meta as a ``uint8`` array named
 ``__meta__``. A write goes to a temporary object beside it and is then published with a move, so a
 reader sees a whole entry or none. There are no cross-machine locks: units are content-addressed,
