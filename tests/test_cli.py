@@ -19,7 +19,7 @@ from shiftcheck.probes.cache import CacheEntry, CacheKey, ResultCache
 # Every command and subcommand a user can type; a command without help (or a new one missing
 # here) fails test_every_command_is_listed.
 COMMANDS = [("world",), ("world", "build"), ("world", "verdicts"), ("cache",), ("cache", "info"), ("cache", "clear"),
-            ("pairs",), ("ffn-words",), ("paper-data",), ("paper-data", "convert")]
+            ("pairs",), ("ffn-words",), ("paper-data",), ("paper-data", "convert"), ("kl",)]
 MODEL_COMMANDS = ("pairs", "ffn-words")
 # reStructuredText that must not reach a terminal: ``literal``, :role:`x`, directives, *emphasis* of RST
 RST = re.compile(r"``|:(?:func|class|data|mod|meth|attr|ref|doc):`|^\s*\.\. \w+::", re.M)
