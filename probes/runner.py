@@ -318,7 +318,7 @@ class PairRunner:
         return [unit_key(probe, ref.fingerprint, unit) for probe in self.plan for ref in (self.base, self.tuned)
                 for unit in probe.units()]
 
-    def await_plan(self, log: Callable[[str], None] | None = None, poll_s: float = 1.0, idle_s: float = 30.0) -> None:
+    def await_plan(self, log: Callable[[str], None] | None = None, poll_s: float = 1.0, idle_s: float = 120.0) -> None:
         """After computing its share, wait while other processes compute theirs, so that this one
         need not load a checkpoint again for their units. Stops waiting when every planned unit is
         stored, or when for ``idle_s`` no missing unit is being computed (its lock is free) and none
