@@ -85,3 +85,33 @@ def directed_case(instruction: list[str], control: list[str], seed: int = 0, n_l
                     t_pairs += with_verb(v, t, tag)
             base[(layer, head)], tuned[(layer, head)] = b_pairs, t_pairs
     return base, tuned
+
+
+# ---------------------------------------------------------------------------------------------
+# edits of real pair lists with a known truth (the fast null series of tests/test_attention_nulls.py)
+
+
+def head_lists(r: AttentionResult, layers: list[int]) -> HeadLists:
+    return {(layer, h): sorted(r.pair_set(layer, h)) for layer in layers for h in range(r.n_heads)}
+
+
+def edit_lists(lists: HeadLists, rng: np.random.Generator, n_heads: int, n_kv_heads: int,
+               plant: dict[str, list[str]], p_head: float, drop: float, add: float,
+               vocab: list[str]) -> HeadLists:
+    """One edited copy of ``lists``: each verb of ``plant`` (verb -> its partner words) gains its pairs
+    in every query head of a (layer, kv head) with probability ``p_head``; then every pair is dropped
+    with probability ``drop`` and each head gains Poisson(``add`` x its size) random pairs of ``vocab``
+    words (noise that moves frequent words both ways and rare words mostly up)."""
+    per_kv = n_heads // n_kv_heads
+    out: HeadLists = {}
+    layers = sorted({layer for layer, _ in lists})
+    planted = {(layer, kvh): [v for v in plant if rng.random() < p_head] for layer in layers for kvh in range(n_kv_heads)}
+    for (layer, h), pairs in lists.items():
+        kept = [p for p in pairs if rng.random() >= drop]
+        for v in planted[(layer, h // per_kv)]:
+            kept += [tuple(sorted((v, w))) for w in plant[v]]
+        n_new = rng.poisson(add * max(len(pairs), 1))
+        idx = rng.integers(0, len(vocab), size=(n_new, 2))
+        kept += [tuple(sorted((vocab[a], vocab[b]))) for a, b in idx if a != b]
+        out[(layer, h)] = sorted(set(kept))
+    return out

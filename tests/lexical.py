@@ -77,13 +77,15 @@ def add_noise(model, norm: float, seed: int = 0) -> None:
 
 
 def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 5, scale: float = 4.0,
-                         seed: int = 0, verbs: list[str] | None = None, kv_heads: list[int] | None = None) -> float:
+                         seed: int = 0, verbs: list[str] | None = None, kv_heads: list[int] | None = None,
+                         not_keys: frozenset[str] = frozenset()) -> float:
     """Finding 2's planted truth: in every head of ``layer``, pairs of query/key dimensions are set so
     that a small group of instruction verbs are the query words and their GloVe neighbours the key
     words (two dimensions per group, so each pair is seen twice: §2.5 keeps pairs counted >= 2).
     By default every instruction verb of the vocabulary gets such a group in every head; ``verbs``
     and ``kv_heads`` restrict the plant to those verbs and to the query heads of those key/value
-    heads. Returns the Frobenius norm of the edit."""
+    heads; words in ``not_keys`` are never chosen as key neighbours. Returns the Frobenius norm of
+    the edit."""
     from shiftcheck.probes.models.architectures import WeightViews
 
     views = WeightViews(model)
@@ -98,6 +100,7 @@ def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 
     groups = [verbs[i : i + per_group] for i in range(0, len(verbs), per_group)]
     if 2 * len(groups) > d_head:
         raise ValueError(f"{len(groups)} verb groups need {2 * len(groups)} dimensions; heads have {d_head}")
+    excluded = torch.tensor([vocab[w] for w in not_keys if w in vocab], dtype=torch.long)
     rng = np.random.default_rng(seed)
     before = [attn.q_proj.weight.detach().clone(), attn.k_proj.weight.detach().clone()]
     per_kv = n_heads // n_kv
@@ -111,6 +114,7 @@ def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 
                 sims = G[ids] @ G.T
                 sims[:, ids] = -1
                 sims[:, :4] = -1  # never the special tokens
+                sims[:, excluded] = -1
                 neighbours = sims.topk(4, dim=1).indices.flatten().unique()
                 q_dir, k_dir = E[ids].mean(0), E[neighbours].mean(0)
                 for d in dims[2 * k : 2 * k + 2]:  # one neuron = the same dimension of a query head and its kv head
@@ -139,7 +143,7 @@ def add_layer_noise(model, layers: list[int], rel: float, seed: int) -> None:
 
 
 def plant_random_heads(model, tokenizer, kv, verbs: list[str], layers: list[int], p_head: float, seed: int,
-                       scale: float = 4.0) -> None:
+                       scale: float = 4.0, not_keys: frozenset[str] = frozenset()) -> None:
     """Each verb of ``verbs`` planted (as :func:`plant_verb_relations` does) in a random subset of the
     key/value heads of ``layers``: each (layer, kv head) takes each verb with probability ``p_head``."""
     from shiftcheck.probes.models.architectures import WeightViews
@@ -151,7 +155,7 @@ def plant_random_heads(model, tokenizer, kv, verbs: list[str], layers: list[int]
             chosen = [v for v in verbs if rng.random() < p_head]
             if chosen:
                 plant_verb_relations(model, tokenizer, kv, layer=layer, scale=scale, seed=int(rng.integers(1 << 30)),
-                                     verbs=chosen, kv_heads=[kvh])
+                                     verbs=chosen, kv_heads=[kvh], not_keys=not_keys)
 
 
 class PairLister:

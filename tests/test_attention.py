@@ -135,17 +135,15 @@ def test_the_authors_tsv_round_trips_with_escapes_and_ambiguous_words(tmp_path):
 
 @pytest.fixture(scope="module")
 def lexical_pairs(tmp_path_factory):
-    from lexical import add_noise, lexical_model, lexical_vocab, plant_verb_relations, save_lexical
+    from lexical import BIG, lexical_model, lexical_vocab, plant_verb_relations, save_lexical
 
     root = tmp_path_factory.mktemp("lexical")
     kv = words.load_glove()
-    base, tok = lexical_model(kv, lexical_vocab(kv))
+    base, tok = lexical_model(kv, lexical_vocab(kv), **BIG)  # 8 layers, 16 heads, 8 kv heads: g0 has 16 clusters
     planted = copy.deepcopy(base)
-    norm = plant_verb_relations(planted, tok, kv)
-    noisy = copy.deepcopy(base)
-    add_noise(noisy, norm, seed=1)
-    return {name: save_lexical(m, tok, root / name) for name, m in
-            (("base", base), ("planted", planted), ("noise", noisy))}
+    for layer in (0, 1):
+        plant_verb_relations(planted, tok, kv, layer=layer, seed=layer)
+    return {name: save_lexical(m, tok, root / name) for name, m in (("base", base), ("planted", planted))}
 
 
 @pytest.fixture
@@ -168,23 +166,18 @@ def _run(suite, base, tuned):
 
 def test_a_planted_verb_relation_passes_in_the_lowest_group(suite, lexical_pairs):
     result, report = _run(suite, lexical_pairs["base"], lexical_pairs["planted"])
-    result.assert_outcomes(passed=4)  # g0 asserted; g1-g3 recorded as information
-    g0 = next(f for f in report["findings"] if f["test"].endswith("[g0]"))
-    assert g0["outcome"] == "pass" and g0["numbers"]["instruction_mean"] > 0.5
-    assert g0["numbers"]["instruction_n"] >= 5 and g0["numbers"]["p_value"] < 0.05
+    result.assert_outcomes(passed=1)  # only the lowest group is a test; g1-g3 are report context
+    (g0,) = report["findings"]
+    assert g0["finding"] == "instruction_verbs_gain_pairs_in_the_low_layers" and g0["outcome"] == "pass"
+    n = g0["numbers"]
+    assert n["bootstrap_lcb_share"] > 0.5 and n["bootstrap_lcb_difference"] > 0 and n["p_value"] <= 0.05
+    assert n["instruction_changed_clusters"] >= 10 and n["instruction_verbs_with_change"] >= 5
     assert (suite.path / "shiftcheck-report" / "figures" / "attention_verb_shares.png").stat().st_size > 1000
-
-
-def test_noise_of_the_same_norm_fails(suite, lexical_pairs):
-    result, report = _run(suite, lexical_pairs["base"], lexical_pairs["noise"])
-    result.assert_outcomes(failed=1, passed=3)
-    g0 = next(f for f in report["findings"] if f["test"].endswith("[g0]"))
-    assert g0["outcome"] in ("fail", "inconclusive")
 
 
 def test_the_base_against_itself_fails_saying_no_head_changed(suite, lexical_pairs):
     result, _ = _run(suite, lexical_pairs["base"], lexical_pairs["base"])
-    result.assert_outcomes(failed=1, passed=3)
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*no head changed*"])
 
 
@@ -198,41 +191,6 @@ def test_the_embedded_world_is_toy_scale_and_skips_with_the_reason(pytester):
     result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*toy scale: the model has 2 layers*"])
-
-
-@pytest.mark.parametrize("seed", [1, 2])  # seed 0 runs through the behaviour test above
-def test_planted_passes_and_noise_does_not_over_seeds(seed):
-    """The statistic directly, several lexical bases: planted always passes, noise never does."""
-    from builders import tiny_model  # noqa: F401  (keeps the tests/ path import explicit)
-    from lexical import add_noise, lexical_model, lexical_vocab, plant_verb_relations
-    from shiftcheck.probes.models.architectures import WeightViews
-
-    kv = _glove()
-    base, tok = lexical_model(kv, lexical_vocab(kv), seed=seed)
-    probe = at.AttentionProbe(4, words.candidate_words())
-
-    class Ck:
-        def __init__(self, m):
-            self.views, self.tokenizer = WeightViews(m), tok
-
-    def run(m):
-        return probe.combine("x", [probe.run_unit(Ck(m), {"layers": [0, 4]})])
-
-    planted, noisy = copy.deepcopy(base), copy.deepcopy(base)
-    add_noise(noisy, plant_verb_relations(planted, tok, kv, seed=seed), seed=seed)
-    rb = run(base)
-    iv, cv = words.instruction_verbs().words, words.control_verbs().words
-    assert at.verb_verdict(rb, run(planted), 0, iv, cv, 0.5, 0.05, 5).outcome == "pass"
-    assert at.verb_verdict(rb, run(noisy), 0, iv, cv, 0.5, 0.05, 5).outcome != "pass"
-
-
-_KV: list = []
-
-
-def _glove():
-    if not _KV:
-        _KV.append(words.load_glove())
-    return _KV[0]
 
 
 def test_the_pairs_export_writes_the_authors_format_and_replays(tmp_path, capsys):

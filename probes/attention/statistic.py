@@ -129,7 +129,7 @@ def table3_numbers(ins: VerbShares, ctl: VerbShares) -> dict:
             "instruction_n": len(a), "control_mean": float(b.mean()) if len(b) else None,
             "control_std": float(b.std()) if len(b) else None, "control_n": len(b),
             "instruction_dropped": ins.dropped, "control_dropped": ctl.dropped, "welch_p_two_sided": p,
-            "hedges_g": None if np.isnan(g) else float(g)}
+            "hedges_g": float(g) if np.isfinite(g) else None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,19 +208,20 @@ def matching_weights(instruction: ClusterCounts, control: ClusterCounts) -> tupl
 
 def mean_share(up: np.ndarray, down: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean over verbs of ups / (ups + downs), over verbs that changed; rows of (B, n_verbs)
-    arrays. A row with no changed verb (or zero total weight) gives -inf: no evidence for the claim."""
+    arrays, ``weights`` (n_verbs,) or (B, n_verbs). A row with no changed verb (or zero total weight)
+    gives -inf: no evidence for the claim."""
+    weights = np.broadcast_to(weights, up.shape)
     n = up + down
-    has = (n > 0) & (weights[None, :] > 0)
+    has = (n > 0) & (weights > 0)
     share = np.divide(up, n, out=np.zeros(up.shape, float), where=n > 0)
-    wsum = (has * weights[None, :]).sum(1)
-    total = (share * has * weights[None, :]).sum(1)
+    wsum = (has * weights).sum(1)
+    total = (share * has * weights).sum(1)
     return np.divide(total, wsum, out=np.full(len(wsum), -np.inf), where=wsum > 0)
 
 
-def resample_weights(n_clusters: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(n_resamples, n_clusters): how often each cluster is drawn, n_clusters draws with replacement."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_resamples)
+def resample_weights(n_units: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n_units): how often each unit is drawn, n_units draws with replacement."""
+    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ class ClusterBootstrap:
     seed: int
     matched: bool
     unmatched_instruction_verbs: int
+    verbs_resampled: bool  # two-way (pigeonhole) bootstrap: clusters and verbs
 
     @property
     def p(self) -> float:
@@ -257,10 +259,16 @@ def _lower_bound(values: np.ndarray, alpha: float) -> float:
 
 
 def cluster_bootstrap(instruction: ClusterCounts, control: ClusterCounts, threshold: float, alpha: float,
-                      n_resamples: int = N_RESAMPLES, seed: int = 0, match: bool = True,
+                      n_resamples: int = N_RESAMPLES, seed: int = 0, match: bool = True, resample_verbs: bool = False,
                       chunk: int = 250) -> ClusterBootstrap:
     """Resample the group's clusters (the same draw for both verb lists: they share the heads) and
-    recompute both shares; one-sided percentile bounds and p-values, seeded and deterministic."""
+    recompute both shares; one-sided percentile bounds and p-values, seeded and deterministic.
+
+    The verb lists are fixed (the paper's 38 verbs and its control list are the claim's subject, not
+    a sample of verbs), so by default only clusters are resampled. ``resample_verbs`` also resamples
+    each list's verbs (Owen's pigeonhole bootstrap for a crossed heads x verbs design): it treats
+    the verbs as a sample too, and is conservative (docs/ATTENTION.md: 70 % instead of 92 % power on
+    the Table 3 simulation)."""
     ins = instruction.only(instruction.supported)
     ctl = control.only(control.supported)
     if match:
@@ -271,12 +279,20 @@ def cluster_bootstrap(instruction: ClusterCounts, control: ClusterCounts, thresh
     one = np.ones((1, len(ins.clusters)), np.int64)
     point_i = float(mean_share(one @ ins.up, one @ ins.down, w_ins)[0])
     point_c = float(mean_share(one @ ctl.up, one @ ctl.down, w_ctl)[0])
-    W = resample_weights(len(ins.clusters), n_resamples, seed)
+    rng = np.random.default_rng(seed)
+    W = resample_weights(len(ins.clusters), n_resamples, rng)
+    if resample_verbs:
+        V_ins = resample_weights(len(ins.verbs), n_resamples, rng) * w_ins
+        V_ctl = resample_weights(len(ctl.verbs), n_resamples, rng) * w_ctl
+    else:
+        V_ins = np.broadcast_to(w_ins, (n_resamples, len(ins.verbs)))
+        V_ctl = np.broadcast_to(w_ctl, (n_resamples, len(ctl.verbs)))
     t_share, t_diff = [], []
     for start in range(0, n_resamples, chunk):
-        Wc = W[start : start + chunk]
-        si = mean_share(Wc @ ins.up, Wc @ ins.down, w_ins)
-        sc = mean_share(Wc @ ctl.up, Wc @ ctl.down, w_ctl)
+        rows = slice(start, start + chunk)
+        Wc = W[rows]
+        si = mean_share(Wc @ ins.up, Wc @ ins.down, V_ins[rows])
+        sc = mean_share(Wc @ ctl.up, Wc @ ctl.down, V_ctl[rows])
         t_share.append(si)
         diff = np.full(len(si), -np.inf)
         ok = np.isfinite(si) & np.isfinite(sc)
@@ -285,7 +301,7 @@ def cluster_bootstrap(instruction: ClusterCounts, control: ClusterCounts, thresh
     ts, td = np.concatenate(t_share), np.concatenate(t_diff)
     p = lambda t, null: float((1 + (t <= null).sum()) / (len(t) + 1))  # noqa: E731
     return ClusterBootstrap(point_i, point_c, _lower_bound(ts, alpha), _lower_bound(td, alpha), p(ts, threshold),
-                            p(td, 0.0), len(ins.clusters), n_resamples, seed, match, unmatched)
+                            p(td, 0.0), len(ins.clusters), n_resamples, seed, match, unmatched, resample_verbs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +314,7 @@ TEST_NAME = ("one-sided cluster bootstrap over head clusters (layer, kv head), i
 
 def group_report(base: AttentionResult, tuned: AttentionResult, group: int, instruction: Sequence[str],
                  control: Sequence[str], threshold: float, alpha: float, n_resamples: int = N_RESAMPLES,
-                 seed: int = 0, match: bool = True) -> dict:
+                 seed: int = 0, match: bool = True, resample_verbs: bool = False) -> dict:
     """Everything about one layer group as JSON-able numbers: Table 3's row and the cluster test."""
     layers = group_layers(group, base.n_layers)
     ins, ctl = cluster_counts(base, tuned, instruction, layers), cluster_counts(base, tuned, control, layers)
@@ -309,12 +325,15 @@ def group_report(base: AttentionResult, tuned: AttentionResult, group: int, inst
            "instruction_changed_clusters": ins.changed_clusters, "clusters_in_group": len(ins.clusters),
            "heads_per_instruction_verb": {v: int(n) for v, n in zip(ins.verbs, (ins.up + ins.down).sum(0)) if n}}
     if ins.supported.any() and ctl.supported.any():
-        bs = cluster_bootstrap(ins, ctl, threshold, alpha, n_resamples, seed, match)
-        out["bootstrap"] = {"instruction_share": bs.instruction_share, "control_share": bs.control_share,
-                            "lcb_share": bs.lcb_share, "lcb_difference": bs.lcb_difference, "p_share": bs.p_share,
+        bs = cluster_bootstrap(ins, ctl, threshold, alpha, n_resamples, seed, match, resample_verbs)
+        finite = lambda x: x if np.isfinite(x) else None  # noqa: E731  (JSON: no bound when resamples lack support)
+        out["bootstrap"] = {"instruction_share": finite(bs.instruction_share), "control_share": finite(bs.control_share),
+                            "lcb_share": finite(bs.lcb_share), "lcb_difference": finite(bs.lcb_difference),
+                            "p_share": bs.p_share,
                             "p_difference": bs.p_difference, "p_value": bs.p, "n_resamples": bs.n_resamples,
                             "seed": bs.seed, "frequency_matched": bs.matched,
                             "unmatched_instruction_verbs": bs.unmatched_instruction_verbs,
+                            "verbs_resampled": bs.verbs_resampled,
                             "passes": bs.passes(threshold)}
     return out
 
@@ -322,7 +341,7 @@ def group_report(base: AttentionResult, tuned: AttentionResult, group: int, inst
 def verb_verdict(base: AttentionResult, tuned: AttentionResult, group: int, instruction: Sequence[str],
                  control: Sequence[str], threshold: float, alpha: float, min_support: int,
                  min_head_support: int = MIN_HEAD_SUPPORT, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                 match: bool = True):
+                 match: bool = True, resample_verbs: bool = False):
     """Finding 2 in one layer group. No head changed anywhere: fail. Fewer than ``min_support``
     instruction verbs with a changed head, or fewer than ``min_head_support`` distinct clusters in
     which an instruction verb changed: inconclusive. Otherwise pass iff both one-sided lower bounds
@@ -330,7 +349,8 @@ def verb_verdict(base: AttentionResult, tuned: AttentionResult, group: int, inst
     matched control share > 0)."""
     from shiftcheck.probes.findings import Verdict
 
-    r = group_report(base, tuned, group, instruction, control, threshold, alpha, n_resamples, seed, match)
+    r = group_report(base, tuned, group, instruction, control, threshold, alpha, n_resamples, seed, match,
+                     resample_verbs)
     layers = r["layers"]
     span = f"layers {layers[0]}-{layers[-1]}" if layers else f"group {group}"
     t3, bs = r["table3"], r.get("bootstrap")
@@ -346,9 +366,11 @@ def verb_verdict(base: AttentionResult, tuned: AttentionResult, group: int, inst
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     support = f"{n_verbs} instruction verbs changed in {n_clusters} of {r['clusters_in_group']} head clusters"
     if bs:
-        obtained = (f"{span}: instruction share {bs['instruction_share']:.3f} (lower bound {bs['lcb_share']:.3f}), "
-                    f"minus matched control {bs['control_share']:.3f} = {bs['instruction_share'] - bs['control_share']:.3f} "
-                    f"(lower bound {bs['lcb_difference']:.3f}), IUT p = {bs['p_value']:.4f}; {support}; Table 3: "
+        diff = (None if bs["instruction_share"] is None or bs["control_share"] is None
+                else bs["instruction_share"] - bs["control_share"])
+        obtained = (f"{span}: instruction share {fmt(bs['instruction_share'])} (lower bound {fmt(bs['lcb_share'])}), "
+                    f"minus matched control {fmt(bs['control_share'])} = {fmt(diff)} "
+                    f"(lower bound {fmt(bs['lcb_difference'])}), IUT p = {bs['p_value']:.4f}; {support}; Table 3: "
                     f"{fmt(t3['instruction_mean'])} vs {fmt(t3['control_mean'])}, Welch two-sided p = "
                     f"{fmt(t3['welch_p_two_sided'])}")
     else:
@@ -370,11 +392,14 @@ def verb_verdict(base: AttentionResult, tuned: AttentionResult, group: int, inst
         if bs is None:
             why.append("no control verb changed, so the instruction verbs cannot be compared")
         else:
-            if not bs["lcb_share"] > threshold:
-                why.append(f"the instruction share's lower bound {bs['lcb_share']:.3f} is not above {threshold} "
+            if bs["lcb_share"] is None or not bs["lcb_share"] > threshold:
+                why.append(f"the instruction share's lower bound {fmt(bs['lcb_share'])} is not above {threshold} "
                            f"(p = {bs['p_share']:.4f})")
-            if not bs["lcb_difference"] > 0:
-                why.append(f"the lower bound of instruction - control share {bs['lcb_difference']:.3f} is not above 0 "
+            if bs["control_share"] is None:
+                why.append("no changed control verb has the instruction verbs' base counts (frequency strata), so the "
+                           "comparison has no matched control")
+            elif bs["lcb_difference"] is None or not bs["lcb_difference"] > 0:
+                why.append(f"the lower bound of instruction - control share {fmt(bs['lcb_difference'])} is not above 0 "
                            f"(p = {bs['p_difference']:.4f})")
         reason = "; ".join(why)
     return Verdict(finding=FINDING, group=span,
