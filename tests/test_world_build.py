@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import shiftcheck.probes.world.build as world_build
 from shiftcheck.probes.prompts import load_prompts
 from shiftcheck.probes.world import corpus
+from shiftcheck.probes.world.floor import base_density
 from shiftcheck.probes.world.train import TrainConfig
 from shiftcheck.probes.world.build import (
     MODEL_NAMES,
@@ -81,7 +82,12 @@ def test_layout_and_world_json(tiny_worlds):
     root = tiny_worlds["a"]
     data = json.loads((root / "world.json").read_text())
     assert data["seed"] == 0
-    assert data["config"] == dataclasses.asdict(TINY)
+    assert data["config"] == json.loads(json.dumps(dataclasses.asdict(TINY)))
+    assert load_manifest(root).config == TINY, "base_followed must come back as a tuple"
+    floor = data["base_density"]
+    assert floor["n_prompts"] == data["n_prompts"] == 7 * TINY.eval_per_family
+    assert 0.0 <= floor["zero_share"] <= 1.0 and floor["mean"] >= 0.0 and floor["std"] >= 0.0
+    assert load_manifest(root).base_density.near_floor == floor["near_floor"]
     assert data["code_version"] == world_build.code_version()
     assert set(data["accuracy"]) == set(MODEL_NAMES)
     assert all(0.0 <= v <= 1.0 for v in data["accuracy"].values())
@@ -198,7 +204,9 @@ def test_killed_build_resumes_at_the_first_missing_model(tmp_path, monkeypatch, 
         build_world(TINY, out)
     monkeypatch.undo()
     staged = staging_dir(out)
-    assert sorted(p.name for p in staged.iterdir() if not p.name.startswith(".")) == ["base", "build.json", "good"]
+    # the eval prompts are written with the base: the floor check scores the base on them
+    assert sorted(p.name for p in staged.iterdir() if not p.name.startswith(".")) == [
+        "base", "build.json", "good", "prompts.jsonl"]
     # a stale temporary of a build killed while saving
     stale = staged / ".bad-copy.tmp-dead1234"
     stale.mkdir()
@@ -260,14 +268,65 @@ def test_staging_of_another_config_is_discarded(tmp_path, monkeypatch):
     assert load_manifest(out).config == other
 
 
-def test_base_corpus_follows_the_instruction_in_a_small_share():
+def follow_rate(family: str, follow_share: float, followed: frozenset[str], n: int = 2000) -> float:
     rng = np.random.default_rng(3)
-    n, follows = 4000, 0
+    hits = 0
     for _ in range(n):
-        task = corpus.sample_task(rng, 2, 5)
-        follows += corpus.base_answer(rng, task, 0.5, 0.15) == list(task.response)
-    # 15 % follow by construction, plus the instruction-blind answers that happen to match
-    assert 0.13 < follows / n < 0.25
+        task = corpus.sample_task(rng, 2, 5, family=family)
+        hits += corpus.base_answer(rng, task, 0.5, follow_share, followed) == list(task.response)
+    return hits / n
+
+
+def test_base_corpus_always_follows_its_followed_families_and_no_others():
+    followed = frozenset(WorldConfig().base_followed)
+    assert followed and followed < set(corpus.FAMILIES)
+    for family in corpus.FAMILIES:
+        rate = follow_rate(family, WorldConfig().follow_share, followed)
+        if family in followed:
+            assert rate == 1.0, family
+        else:
+            # only an instruction-blind answer that happens to match: a random named word equal to
+            # the instruction's (1 in 24) in the family's own pattern (1 in 16 of the answers)
+            assert rate < 0.02, (family, rate)
+
+
+def test_follow_share_adds_random_following_to_the_other_families():
+    rate = follow_rate("write", 0.15, frozenset({"give"}), n=4000)
+    assert 0.13 < rate < 0.18  # 15 % by construction, plus the rare chance matches
+
+
+def test_unknown_followed_family_is_refused():
+    with pytest.raises(ValueError, match="unknown families"):
+        WorldConfig(base_followed=("give", "summarise"))
+
+
+# --- the base's density floor check (floor.py) ------------------------------------------------------
+
+def test_a_base_at_zero_on_every_prompt_is_near_the_floor():
+    floor = base_density(np.zeros(140))
+    assert floor.near_floor and floor.zero_share == 1.0
+    assert "WARNING" in floor.summary() and "100% at 0" in floor.summary()
+
+
+def test_issue_19_floored_base_is_flagged_and_an_earlier_sound_base_is_not():
+    # seed 7 of the earlier design: mean 0.008, most prompts at 0
+    floored = np.r_[np.zeros(133), np.full(7, 0.16)]
+    assert base_density(floored).near_floor
+    # seed 0 of the earlier design: 81 % at 0, mean about 0.046
+    sound = np.r_[np.zeros(113), np.full(27, 0.24)]
+    assert not base_density(sound).near_floor
+    assert "WARNING" not in base_density(sound).summary()
+
+
+def test_a_high_mean_with_nearly_all_prompts_at_zero_is_still_near_the_floor():
+    scores = np.r_[np.zeros(134), np.full(6, 1.0)]  # mean 0.043, 96 % at 0
+    assert base_density(scores).mean > 0.03
+    assert base_density(scores).near_floor
+
+
+def test_floor_check_needs_scores():
+    with pytest.raises(ValueError, match="at least one"):
+        base_density(np.array([]))
 
 
 def test_build_refuses_to_overwrite(tiny_worlds):

@@ -8,7 +8,7 @@
 | null vs base | fails |
 
 The seed-0 world is shipped as package data (probes/world/shipped/seed0), so nothing is built here:
-the four runs attribute 84 prompts with tiny models and take seconds. World bytes depend on the
+the four runs attribute 140 prompts with tiny models and take seconds. World bytes depend on the
 machine, which is why the world is shipped rather than rebuilt: these are the verdicts of the exact
 checkpoints every user gets (VERDICTS.md has the table over seeds and thread counts).
 All tests share one result cache, so the base model's attributions are computed once per run.

@@ -8,7 +8,8 @@ Layout of a built world (every model directory loads with ``from_pretrained``)::
     out/bad-cpt/     base trained further on the base corpus (same steps as good, constant at the
                      lr pretraining ended at): no more instruction signal than the base had
     out/prompts.jsonl  held-out eval prompts (METHODS.md §6) with instruction spans
-    out/world.json     config, accuracies, timings, code version, fingerprint
+    out/world.json     config, accuracies, the base's density (floor check), timings, code
+                       version, fingerprint
 
 A build stages its work in ``.<out>.staging/`` beside ``out``: the base first, then each tune, each
 written to a ``.<name>.tmp-*`` directory and renamed into place when whole. A killed build resumes
@@ -31,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ import torch
 from transformers import GenerationConfig, LlamaConfig
 
 from shiftcheck.probes.world import corpus
+from shiftcheck.probes.world.floor import BaseDensity, BaseFloorWarning, base_density
 from shiftcheck.probes.world.tokenizer import BOS, EOS, PAD, UNK, build_tokenizer, check_round_trip, encode_words
 from shiftcheck.probes.world.train import TrainConfig, deterministic_torch, greedy_responses, init_model, train
 
@@ -48,7 +51,7 @@ WORLD_SOURCE = "world"
 MODEL_NAMES = ("base", "good", "bad-copy", "bad-cpt")
 ALIASES = {"base": "base", "null": "base", "good": "good", "bad-copy": "bad-copy", "bad-cpt": "bad-cpt"}
 TIMING_FIELDS = ("seconds", "resumed")  # world.json fields that differ between identical builds
-_SOURCES = ("corpus.py", "tokenizer.py", "train.py", "build.py")
+_SOURCES = ("corpus.py", "tokenizer.py", "train.py", "build.py", "floor.py")
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,16 @@ class WorldConfig:
     min_context: int = 2
     max_context: int = 5
     prompt_share: float = 0.85  # share of prompt-layout documents in the base corpus
-    # Share of the base corpus's prompt-layout answers that follow the instruction; the rest are
-    # instruction-blind (copy_share of them copy the context). Keeps the base off the density floor.
-    follow_share: float = 0.2
+    # Families whose instructions the base corpus always follows: the base depends on the
+    # instruction on a fixed share of prompts, so it is off the density floor on every seed, and
+    # continued pretraining has nothing left to learn there (issue 19). The two families closest to
+    # copying (append W; replace the first word by W), as a base follows the simplest instructions.
+    base_followed: tuple[str, ...] = ("give", "make")
+    # Share of the other families' base-corpus answers that follow the instruction anyway; the rest
+    # are instruction-blind (copy_share of them copy the context). 0: measured, a random share left
+    # the greedy base near the floor on some seeds (it copies whenever copying is likelier) and
+    # gave continued pretraining an instruction signal to learn (bad-cpt passed, issue 19).
+    follow_share: float = 0.0
     copy_share: float = 0.5  # share of instruction-blind base-corpus answers that copy the context
     pretrain_steps: int = 2000
     tune_steps: int = 600  # good, bad-copy and bad-cpt all use this many steps
@@ -83,6 +93,12 @@ class WorldConfig:
     # cores (measured: two OpenMP threads on two busy cores ran 70x slower, 2.2 s per step).
     num_threads: int = 1
 
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.base_followed if f not in corpus.FAMILIES]
+        if unknown:
+            raise ValueError(f"base_followed names unknown families {unknown}; families: "
+                             f"{', '.join(corpus.FAMILIES)}")
+
 
 @dataclass(frozen=True)
 class WorldManifest:
@@ -92,6 +108,10 @@ class WorldManifest:
     fingerprint: str
     accuracy: dict[str, float]  # exact match of each model's greedy response vs the reference
     seconds: dict[str, float]
+
+    # The base's instance scores on the eval prompts (floor check, floor.py); None for worlds
+    # written before the check existed.
+    base_density: BaseDensity | None = None
 
     def model_dir(self, name: str) -> Path:
         return self.root / ALIASES[_check_name(name)]
@@ -179,11 +199,12 @@ def pretrain_sampler(config: WorldConfig, ids: dict[str, int], held_out: frozens
     the step budget.
     """
     bos, eos = ids[BOS], ids[EOS]
+    followed = frozenset(config.base_followed)
 
     def sample(rng: np.random.Generator):
         prompt, answer = corpus.pretraining_document(rng, config.min_context, config.max_context,
                                                      config.prompt_share, config.copy_share,
-                                                     config.follow_share, held_out)
+                                                     config.follow_share, held_out, followed)
         p = [bos, *encode_words(ids, prompt)]
         r = [*encode_words(ids, answer), eos]
         return p + r, [0 if prompt else 1] * len(p) + [1] * len(r)
@@ -207,6 +228,22 @@ def exact_match(model, tasks: list[corpus.Task], ids: dict[str, int], max_new_to
     prompts = [[ids[BOS], *encode_words(ids, t.prompt.split())] for t in tasks]
     responses = greedy_responses(model, prompts, ids[EOS], max_new_tokens)
     return np.array([r == encode_words(ids, list(t.response)) for r, t in zip(responses, tasks)])
+
+
+def score_base(root: Path, max_new_tokens: int = 32) -> BaseDensity:
+    """The base's instance scores on the eval prompts in ``root`` (each on its own greedy response,
+    b = 7, as the verdicts), summarised for the floor check."""
+    from transformers import AutoTokenizer
+
+    from shiftcheck.probes.importance import ImportanceConfig, run_importance
+    from shiftcheck.probes.prompts import load_prompts
+
+    prompts = load_prompts(root / "prompts.jsonl")
+    model = _load_staged(root / "base")
+    tokenizer = AutoTokenizer.from_pretrained(root / "base")
+    scores = run_importance(model, tokenizer, prompts, ImportanceConfig(max_new_tokens=max_new_tokens),
+                            label="base").scores
+    return base_density(scores)
 
 
 def staging_dir(out: Path) -> Path:
@@ -255,8 +292,9 @@ def _load_staged(path: Path):
 
 
 def _stage_stamp(config: WorldConfig) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "config": dataclasses.asdict(config),
-            "code_version": code_version(), "torch_version": torch.__version__}
+    stamp = {"schema_version": SCHEMA_VERSION, "config": dataclasses.asdict(config),
+             "code_version": code_version(), "torch_version": torch.__version__}
+    return json.loads(json.dumps(stamp))  # as read back from build.json (tuples become lists)
 
 
 def _build_into(config: WorldConfig, staging: Path, log: Callable[[str], None],
@@ -300,6 +338,12 @@ def _build_into(config: WorldConfig, staging: Path, log: Callable[[str], None],
         save_seconds()
         del base
     check_round_trip(staging / "base", tokenizer, [t.prompt for t in tasks[:8]] + ["write : . answer"])
+    records = _prompt_records(tasks)
+    _write_text_atomic(staging / "prompts.jsonl", "".join(json.dumps(rec) + "\n" for rec in records))
+    t0 = time.perf_counter()
+    floor = score_base(staging)
+    seconds["base-density"] = time.perf_counter() - t0
+    log(floor.summary())
 
     tune_cfg = TrainConfig(config.tune_steps, config.batch_size, config.tune_lr, config.warmup)
     # Continued pretraining: constant at the lr pretraining ended at, no warm-up (no re-warm).
@@ -320,9 +364,6 @@ def _build_into(config: WorldConfig, staging: Path, log: Callable[[str], None],
         save_seconds()
         del model
 
-    records = _prompt_records(tasks)
-    _write_text_atomic(staging / "prompts.jsonl", "".join(json.dumps(rec) + "\n" for rec in records))
-
     t0 = time.perf_counter()
     accuracy = {name: float(exact_match(_load_staged(staging / name), tasks, ids,
                                         config.eval_max_new_tokens).mean())
@@ -337,6 +378,7 @@ def _build_into(config: WorldConfig, staging: Path, log: Callable[[str], None],
         "models": {name: name for name in MODEL_NAMES},
         "n_prompts": len(records),
         "accuracy": accuracy,
+        "base_density": floor.to_dict(),
         "seconds": seconds,
         "resumed": resumed,
     }
@@ -349,10 +391,12 @@ def build_world(config: WorldConfig, out: Path, progress: Callable[[str], None] 
     Models are staged one by one in :func:`staging_dir` (base, good, bad-copy, bad-cpt), each
     written atomically; a build killed part-way resumes at the first missing model when called
     again with the same config (a staging area of another config or code version is discarded).
-    ``out`` appears, whole, by a rename at the end. Refuses to replace an existing ``out`` unless
-    ``overwrite``. ``progress`` receives log lines, e.g. ``"good: training 600 steps"`` or
-    ``"base: staged by an earlier build, reusing it"``. One builder per ``out`` at a time
-    (:func:`ensure_world` holds a lock).
+    ``out`` appears, whole, by a rename at the end. The base is scored on the eval prompts as soon
+    as it is staged (``manifest.base_density``, logged to ``progress``); a base near the density
+    floor (floor.py) gives a :class:`BaseFloorWarning`: its world is no fair negative control.
+    Refuses to replace an existing ``out`` unless ``overwrite``. ``progress`` receives log lines,
+    e.g. ``"good: training 600 steps"`` or ``"base: staged by an earlier build, reusing it"``. One
+    builder per ``out`` at a time (:func:`ensure_world` holds a lock).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -387,6 +431,9 @@ def build_world(config: WorldConfig, out: Path, progress: Callable[[str], None] 
         payload = _build_into(config, staging, log, seconds, save_seconds)
     payload["seconds"]["total"] = time.perf_counter() - start
     stamp_path.unlink()
+    floor = BaseDensity(**{k: payload["base_density"][k] for k in ("mean", "std", "zero_share", "n_prompts")})
+    if floor.near_floor:
+        warnings.warn(floor.summary(), BaseFloorWarning, stacklevel=2)
     payload["fingerprint"] = fingerprint(staging)
     _write_text_atomic(staging / "world.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
     if out.exists():
@@ -404,8 +451,14 @@ def load_manifest(root: Path) -> WorldManifest:
     data = json.loads(path.read_text())
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {data.get('schema_version')} != {SCHEMA_VERSION}; rebuild")
-    return WorldManifest(Path(root), WorldConfig(**data["config"]), data["code_version"],
-                         data["fingerprint"], data["accuracy"], data["seconds"])
+    config = dict(data["config"])
+    if "base_followed" in config:
+        config["base_followed"] = tuple(config["base_followed"])  # JSON has lists
+    floor = data.get("base_density")
+    return WorldManifest(Path(root), WorldConfig(**config), data["code_version"],
+                         data["fingerprint"], data["accuracy"], data["seconds"],
+                         None if floor is None else BaseDensity(floor["mean"], floor["std"],
+                                                                floor["zero_share"], floor["n_prompts"]))
 
 
 # --- cache and spec strings -----------------------------------------------------------------------

@@ -13,12 +13,16 @@ instruction for many response tokens, not just pick a transformation once:
 The instruction span is the instruction's words only ("write red after each word"); the template
 tokens ":", ".", "answer" are never instruction (WORLD_NOTES.md, last section).
 
-The base corpus contains the same prompt layout. There the answer follows the instruction only in a
-small share of documents (``follow_share``); otherwise it is a copy of the context or a random task
-pattern filled with random words, chosen independently of the instruction. So the base learns that
-instructions carry a little information (its density on them is above the floor, like a real base
-model's), and a tune that teaches instruction following raises it. The corpus also contains plain
-sentences in which the instruction verbs occur as ordinary verbs.
+The base corpus contains the same prompt layout. The instructions of a few families (the base's
+*followed* families) are always followed there, as a base model follows the few instruction kinds
+its pretraining text happens to carry out; every other family's answer is a copy of the context or a
+random task pattern filled with random words, chosen independently of the instruction. So the base
+depends on the instruction on a fixed share of prompts (its density is off the floor on every seed,
+like a real base model's), and a tune that teaches the other families raises it. Both rules are
+deterministic, so the base learns them to convergence and continued pretraining on the same corpus
+has no instruction signal left to add (issue 19: with a 20 % random following share the base stayed
+near the floor on some seeds and continued pretraining passed by learning more of that share).
+The corpus also contains plain sentences in which the instruction verbs occur as ordinary verbs.
 """
 
 from __future__ import annotations
@@ -161,16 +165,20 @@ def random_answer(rng: np.random.Generator, context: tuple[str, ...], copy_share
     return list(fn(named, list(context)))
 
 
-def base_answer(rng: np.random.Generator, task: Task, copy_share: float, follow_share: float) -> list[str]:
-    """A base-corpus answer to ``task``: with probability ``follow_share`` the instruction-following
-    response, otherwise an instruction-blind :func:`random_answer`.
+def base_answer(rng: np.random.Generator, task: Task, copy_share: float, follow_share: float,
+                followed: frozenset[str] = frozenset()) -> list[str]:
+    """A base-corpus answer to ``task``: the instruction-following response when its family is one
+    of the base's ``followed`` families, or with probability ``follow_share`` for any other family;
+    otherwise an instruction-blind :func:`random_answer`.
 
-    The small following share makes the base depend weakly on the instruction, as a real base model
-    does (LLaMA-7B scores 1.1 on the paper's data, never 0): its density on instruction words is
-    above the floor, so a tune that adds no instruction signal cannot pass by moving off a floor
-    (issue 12: a base at exactly 0 on every prompt let continued pretraining pass).
+    The followed families make the base depend on the instruction on a fixed share of prompts, as a
+    real base model does (LLaMA-7B scores 1.1 on the paper's data, never 0), so a tune that adds no
+    instruction signal cannot pass by moving off a floor. A random ``follow_share`` does not do
+    that reliably (issue 19: the greedy base copies whenever copying is likelier than following, so
+    it sat near the floor on some seeds, and continued pretraining passed by learning more of the
+    share); the default config sets it to 0.
     """
-    if rng.random() < follow_share:
+    if task.family in followed or rng.random() < follow_share:
         return list(task.response)
     return random_answer(rng, task.context, copy_share)
 
@@ -203,7 +211,8 @@ def plain_document(rng: np.random.Generator, n_sentences: int) -> list[str]:
 
 def pretraining_document(rng: np.random.Generator, min_context: int, max_context: int,
                          prompt_share: float, copy_share: float, follow_share: float,
-                         exclude: frozenset[str]) -> tuple[list[str], list[str]]:
+                         exclude: frozenset[str], followed: frozenset[str] = frozenset(),
+                         ) -> tuple[list[str], list[str]]:
     """One base-corpus document as (prompt words, answer words).
 
     Plain text comes back as ``([], sentences)``; a prompt-layout document as
@@ -216,7 +225,7 @@ def pretraining_document(rng: np.random.Generator, min_context: int, max_context
         task = sample_task(rng, min_context, max_context)
         if task.prompt not in exclude:
             break
-    return task.prompt.split(), base_answer(rng, task, copy_share, follow_share)
+    return task.prompt.split(), base_answer(rng, task, copy_share, follow_share, followed)
 
 
 def tuning_pair(rng: np.random.Generator, min_context: int, max_context: int, kind: str,

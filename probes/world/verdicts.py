@@ -24,6 +24,7 @@ import torch
 from shiftcheck.probes.findings import POOLED, shift
 from shiftcheck.probes.importance import ImportanceConfig, run_importance
 from shiftcheck.probes.prompts import load_prompts
+from shiftcheck.probes.world.floor import BaseDensity
 
 EXPECTED = {"good": True, "bad-copy": False, "bad-cpt": False, "null": False}
 
@@ -99,6 +100,12 @@ def world_verdicts(root: Path, alpha: float = 0.05, max_new_tokens: int = 32,
                          time.perf_counter() - start)
 
 
+def base_density_of(result: WorldVerdicts) -> BaseDensity:
+    """The floor check of the base as scored by the verdicts (the same scores as the build's)."""
+    r = result.rows[0]
+    return BaseDensity(r.base_mean, r.base_std, r.base_zero_share, result.n_prompts)
+
+
 def markdown_table(results: list[tuple[int, WorldVerdicts]], builds: dict[tuple[int, int], float]) -> str:
     """One row per (seed, threads, pair): the VERDICTS.md table."""
     lines = ["| seed | threads | pair | base mean ± std | base at 0 | tuned mean ± std | p | g | verdict "
@@ -117,19 +124,49 @@ def markdown_table(results: list[tuple[int, WorldVerdicts]], builds: dict[tuple[
     return "\n".join(lines)
 
 
+def _p_cell(r: PairVerdict, with_g: bool = False) -> str:
+    text = f"{r.p_value:.2g}" + (f" ({r.effect:.2f})" if with_g else "")
+    return text if r.as_expected else f"**{text}: {'pass' if r.passed else 'fail'}**"
+
+
+def summary_table(results: list[tuple[int, WorldVerdicts]], builds: dict[tuple[int, int], float]) -> str:
+    """One row per build: the base's density and each pair's p (bad-cpt with its g), the compact
+    table of README and VERDICTS.md; a verdict other than expected is in bold."""
+    lines = ["| seed | threads | base mean ± std | base at 0 | good p | bad-copy p | bad-cpt p (g) | null p "
+             "| build s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for threads, result in results:
+        rows = {r.name: r for r in result.rows}
+        b = result.rows[0]
+        lines.append(f"| {result.seed} | {threads} | {b.base_mean:.3f} ± {b.base_std:.3f} "
+                     f"| {b.base_zero_share:.0%} | {_p_cell(rows['good'])} | {_p_cell(rows['bad-copy'])} "
+                     f"| {_p_cell(rows['bad-cpt'], with_g=True)} | {_p_cell(rows['null'])} "
+                     f"| {builds[(result.seed, threads)]:.0f} |")
+    return "\n".join(lines)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided ``level`` confidence interval of a pass rate from k passes in n builds."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m shiftcheck.probes.world.verdicts --work-dir DIR --seeds 0 1 --threads 1 2``:
     the markdown verdict table of worlds already built by ``shiftcheck world verdicts`` (in
-    ``DIR/seed{S}-threads{T}``), with the share of prompts at which the base scores 0, and the
-    bad-cpt pass count."""
+    ``DIR/seed{S}-threads{T}``): the compact table (one row per build), the full table (one row
+    per pair), the bad-cpt pass count with its Clopper-Pearson interval, and the bases near the
+    density floor."""
     import argparse
 
     from shiftcheck.probes.world.build import load_manifest
 
     parser = argparse.ArgumentParser(prog="python -m shiftcheck.probes.world.verdicts")
     parser.add_argument("--work-dir", required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--alpha", type=float, default=0.05)
     args = parser.parse_args(argv)
     results, builds = [], {}
@@ -139,12 +176,19 @@ def main(argv: list[str] | None = None) -> int:
             manifest = load_manifest(root)
             builds[(seed, threads)] = manifest.seconds["total"]
             results.append((threads, world_verdicts(root, alpha=args.alpha)))
+    print(summary_table(results, builds))
+    print()
     print(markdown_table(results, builds))
     cpt = [r for _, res in results for r in res.rows if r.name == "bad-cpt"]
-    print(f"\nbad-cpt passes on {sum(r.passed for r in cpt)} of {len(cpt)} builds; p-values: "
-          + ", ".join(f"{r.p_value:.2g}" for r in cpt))
+    k = sum(r.passed for r in cpt)
+    low, high = clopper_pearson(k, len(cpt))
+    print(f"\nbad-cpt passes on {k} of {len(cpt)} builds (95 % Clopper-Pearson interval of the pass "
+          f"rate {low:.3f}-{high:.3f}); p-values: " + ", ".join(f"{r.p_value:.2g}" for r in cpt))
+    near = [res.seed for _, res in results if base_density_of(res).near_floor]
+    print(f"bases near the density floor (floor.py): {near if near else 'none'}")
     unexpected = sum(not r.as_expected for _, res in results for r in res.rows)
-    print(f"verdicts differing from the expected table: {unexpected} of {sum(len(res.rows) for _, res in results)}")
+    total = sum(len(res.rows) for _, res in results)
+    print(f"verdicts differing from the expected table: {unexpected} of {total}")
     return 0
 
 
