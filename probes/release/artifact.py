@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # KL(source || artifact) in nats per response token. World measurements (docs/RELEASE.md): fp16
-# 1.6e-8, bf16 1.4e-6, int8 round-to-nearest 2.0e-5; a 0.9/0.1 mix with the base ~1e-2 and an
-# unrelated tune (bad-cpt) 0.57. 1e-3 admits every cast with 50x room and refuses a changed tune.
+# 1.6e-8, bf16 1.4e-6, int8 round-to-nearest 2.0e-5; good vs its 0.5 mix with the base 0.107, vs
+# bad-cpt 0.57. 1e-3 admits every cast with 50x room and refuses a changed tune.
 RELEASE_KL = 1e-3
 # Equivalence margin of per-prompt instruction density (units of the density score, 0..1). The
 # world's finding-1 effect is 0.084 (good - base); 0.02 is a quarter of it.
