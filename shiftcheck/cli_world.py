@@ -24,6 +24,8 @@ def _world_build(args: argparse.Namespace) -> int:
     print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in manifest.seconds.items()))
     print("  exact match on held-out prompts: "
           + ", ".join(f"{name} {manifest.accuracy[name]:.2f}" for name in MODEL_NAMES))
+    if manifest.base_density is not None:  # the floor check (probes/world/floor.py)
+        print(f"  {manifest.base_density.summary()}")
     print(f"  fingerprint {manifest.fingerprint[:16]}")
     return 0
 
