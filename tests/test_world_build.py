@@ -34,6 +34,10 @@ from shiftcheck.probes.world.build import (
     world_prompts_path,
 )
 
+# The tiny worlds' bases (12 steps) sit at the density floor; their builds rightly warn. The floor
+# warning itself is tested with planted scores below (pytest.warns sees it despite this filter).
+pytestmark = pytest.mark.filterwarnings("ignore::shiftcheck.probes.world.floor.BaseFloorWarning")
+
 TINY = WorldConfig(
     seed=0, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
     pretrain_steps=12, tune_steps=6, batch_size=8, warmup=4, eval_per_family=2, eval_max_new_tokens=8,
@@ -450,3 +454,25 @@ def test_the_light_world_spec_module_agrees_with_the_builder():
             spec.parse_world_spec(bad)
         with pytest.raises(ValueError):
             build.parse_world_spec(bad)
+
+
+def test_build_records_the_base_density_and_warns_near_the_floor(tmp_path, monkeypatch):
+    """A planted floored base (the build's own scoring replaced by known scores): the build warns and
+    world.json says near_floor; a base off the floor gives no warning."""
+    from shiftcheck.probes.world.floor import BaseFloorWarning
+
+    floored = base_density(np.r_[np.zeros(13), 0.1])
+    monkeypatch.setattr(world_build, "score_base", lambda root: floored)
+    with pytest.warns(BaseFloorWarning, match="near the density floor"):
+        manifest = build_world(TINY, tmp_path / "floored")
+    assert manifest.base_density == floored
+    assert json.loads((tmp_path / "floored" / "world.json").read_text())["base_density"]["near_floor"] is True
+
+    sound = base_density(np.r_[np.zeros(9), np.full(5, 0.3)])
+    monkeypatch.setattr(world_build, "score_base", lambda root: sound)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BaseFloorWarning)
+        manifest = build_world(TINY, tmp_path / "sound")
+    assert manifest.base_density == sound and not manifest.base_density.near_floor
