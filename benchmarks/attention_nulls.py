@@ -39,6 +39,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 SIZES = {"big": {}, "bigger": {"n_heads": 32, "n_kv_heads": 16, "d_model": 512}}
 
 
+def finish(summary: dict, rows: list[dict], alpha: float, json_path: str | None) -> int:
+    """Pass counts of each verdict variant with their Clopper-Pearson intervals, printed and saved."""
+    for key in ("verdict", "unmatched", "two_way"):
+        k = sum(r[key]["outcome"] == "pass" for r in rows)
+        summary[key] = {**clopper_pearson(k, len(rows), alpha),
+                        "inconclusive": sum(r[key]["outcome"] == "inconclusive" for r in rows)}
+    print(json.dumps(summary))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    return 0
+
+
 def clopper_pearson(k: int, n: int, alpha: float) -> dict:
     from scipy.stats import binomtest
 
@@ -111,14 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"construction": args.construction, "size": args.size, "rel": args.rel, "p_head": args.p_head,
                "keys_may_be_verbs": args.keys_may_be_verbs, "clusters_in_group": len(layers) * base.config.num_key_value_heads,
                "seconds": round(time.time() - t0, 1)}
-    for key in ("verdict", "unmatched", "two_way"):
-        k = sum(r[key]["outcome"] == "pass" for r in rows)
-        summary[key] = {**clopper_pearson(k, len(rows), args.alpha),
-                        "inconclusive": sum(r[key]["outcome"] == "inconclusive" for r in rows)}
-    print(json.dumps(summary))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    return 0
+    return finish(summary, rows, args.alpha, args.json)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    from attention_nulls import clopper_pearson
+    from attention_nulls import finish
 
     from shiftcheck.probes import attention as at
     from shiftcheck.probes import words
@@ -146,14 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     summary = {"model": name, "construction": args.construction, "layers": [layers[0], layers[-1]], "clusters_in_group": len(layers) * views.n_kv_heads,
                "p_head": args.p_head, "seconds": round(time.time() - t0, 1)}
-    for key in ("verdict", "unmatched", "two_way"):
-        k = sum(r[key]["outcome"] == "pass" for r in rows)
-        summary[key] = {**clopper_pearson(k, len(rows), args.alpha),
-                        "inconclusive": sum(r[key]["outcome"] == "inconclusive" for r in rows)}
-    print(json.dumps(summary))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    return 0
+    return finish(summary, rows, args.alpha, args.json)
 
 
 if __name__ == "__main__":
