@@ -12,6 +12,7 @@ point) and storage. ``config`` and ``errors`` import nothing heavy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -48,7 +49,13 @@ from shiftcheck.probes.importance.attribution import (  # noqa: F401 (re-exporte
     _positions,
     _reverse_pass,
     choose_mode,
+    default_budget,
     default_chunk,
+    final_hidden,
+    head_cotangent,
+    jvp_through_logits,
+    pick_chunk,
+    vjp_through_logits,
     importance_jvp,
     importance_loop,
     importance_vjp,
@@ -140,11 +147,14 @@ def attribute_instance(
     enc: PromptEncoding,
     response_ids: Sequence[int],
     config: ImportanceConfig,
+    progress: Callable[[float], None] | None = None,
 ) -> InstanceAttribution:
-    """Raw I for one prompt and its response (whitespace-stripped, §1.2), quantised to b = 0 levels."""
+    """Raw I for one prompt and its response (whitespace-stripped, §1.2), quantised to b = 0 levels.
+    ``progress(k)`` as k more response tokens are attributed (see :func:`raw_importance`)."""
     response_ids = strip_response(tokenizer, response_ids)
     check_prompt_prefix(tokenizer, enc, tokenizer.decode(list(response_ids), skip_special_tokens=True), prompt.id)
-    I = raw_importance(model, enc, response_ids, config.mode, config.chunk_size, prompt.id)
+    I = raw_importance(model, enc, response_ids, config.mode, config.chunk_size, prompt.id,
+                       config.attribution_memory, progress)
     return InstanceAttribution(
         id=prompt.id,
         source=prompt.source,
@@ -157,6 +167,36 @@ def attribute_instance(
     )
 
 
+ATTRIBUTE_STAGE = "attribution: response-token units"  # ends in " units": a CI log prints it too
+PROGRESS_EVERY_S = 3.0  # one attribution pass can take tens of seconds on a CPU; the suite must show
+# progress at least every 10 s, and a CI log prints one line per report, so reports are spaced
+
+
+class _TokenProgress:
+    """Counts attributed response tokens over all prompts and reports ``(stage, done, total)`` at
+    most every PROGRESS_EVERY_S seconds, and always at the end of each prompt."""
+
+    def __init__(self, progress: Callable[[str, int, int], None], total: int) -> None:
+        self._progress, self._total = progress, total
+        self._done = 0.0
+        self._last = time.perf_counter()
+
+    def add(self, k: float) -> None:
+        self._done += k
+        if time.perf_counter() - self._last >= PROGRESS_EVERY_S:
+            self.report()
+
+    def settle(self, done: int) -> None:
+        """End of one prompt: the count is exact again (forward-mode fractions summed)."""
+        self._done = float(done)
+        self.report()
+
+    def report(self) -> None:
+        self._last = time.perf_counter()
+        if self._total:
+            self._progress(ATTRIBUTE_STAGE, min(self._total, int(self._done)), self._total)
+
+
 def run_importance(
     model: torch.nn.Module,
     tokenizer,
@@ -167,7 +207,9 @@ def run_importance(
 ) -> ImportanceResult:
     """Probe 1 end to end: greedy own responses, then gradient x input attribution per prompt.
 
-    ``progress(stage, done, total)`` is called after each generation batch and each instance.
+    ``progress(stage, done, total)``: stage "generate" after each generation batch (in prompts);
+    stage :data:`ATTRIBUTE_STAGE` as attribution passes finish, counted in response tokens over all
+    prompts (one prompt on a 135M model takes tens of seconds, so per-prompt counts were too coarse).
     """
     _check_fp32(model)
     encodings = [encode_prompt(tokenizer, pr, config.chat_template) for pr in prompts]
@@ -181,13 +223,19 @@ def run_importance(
     responses = generate_responses(
         model, tokenizer, encodings, config.max_new_tokens, config.generation_batch_size, gen_progress
     )
-    instances = []
+    responses = [strip_response(tokenizer, r) for r in responses]  # idempotent; gives the true total
+    tokens = _TokenProgress(progress, sum(len(r) for r in responses)) if progress is not None else None
+    if tokens is not None:
+        tokens.report()
+    instances, finished = [], 0
     grad_ctx = torch.enable_grad() if not torch.is_grad_enabled() else nullcontext()
     with grad_ctx:
-        for k, (pr, enc, resp) in enumerate(zip(prompts, encodings, responses)):
-            instances.append(attribute_instance(model, tokenizer, pr, enc, resp, config))
-            if progress is not None:
-                progress("attribute", k + 1, len(prompts))
+        for pr, enc, resp in zip(prompts, encodings, responses):
+            instances.append(attribute_instance(model, tokenizer, pr, enc, resp, config,
+                                                None if tokens is None else tokens.add))
+            finished += len(resp)
+            if tokens is not None:
+                tokens.settle(finished)
     return ImportanceResult(label=label, instances=tuple(instances), config=config)
 
 

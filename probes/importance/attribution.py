@@ -1,5 +1,6 @@
 """Raw importance I = gradient x input (METHODS §1.3): the per-token loop (reference), batched
-reverse mode (VJP) and batched forward mode (JVP), chunked to memory.
+reverse mode (VJP) and batched forward mode (JVP), both batched from the final hidden state (the
+unembedding seam below) and chunked to a memory budget (memory.py).
 
 Axis vocabulary: ``prompt_len`` (N), ``resp_len`` (M), ``seq_len`` (BOS + N + M), ``d_model`` (D).
 """
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+import shiftcheck.probes.importance.memory as memory
 from shiftcheck.probes.importance.config import MODES
 from shiftcheck.probes.importance.precision import fp32_compute
 from shiftcheck.probes.importance.errors import AttributionError, AttributionOOMError, NonFiniteAttributionError
@@ -67,7 +69,8 @@ def _reverse_pass(
     return I, E, logp, pos
 
 
-def importance_loop(model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int]) -> np.ndarray:
+def importance_loop(model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int],
+                    rows_done: Callable[[int], None] | None = None) -> np.ndarray:
     """Reference: one backward pass per response token (the authors' loop). Returns I (prompt_len, resp_len).
 
     The gradient of log p_j is scaled by p_j, which is exactly dp_j (chain rule) and avoids
@@ -80,11 +83,16 @@ def importance_loop(model: torch.nn.Module, enc: PromptEncoding, response_ids: S
     for j in range(M):
         (g,) = torch.autograd.grad(logp[j], E, retain_graph=j < M - 1)
         I[:, j] = (torch.exp(logp[j].detach()) * (g[pos] * E[pos].detach()).sum(-1)).cpu().numpy()
+        if rows_done is not None:
+            rows_done(1)
     return I
 
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+RowsDone = Callable[[int], None]  # called with the number of rows a finished pass covered
 
 
 def run_chunked(n_items: int, chunk: int, work: Callable[[int, int], None], what: str) -> None:
@@ -106,25 +114,95 @@ def run_chunked(n_items: int, chunk: int, work: Callable[[int, int], None], what
         start = stop
 
 
-def default_chunk(model: torch.nn.Module, seq_len: int) -> int:
-    """Rows per batched pass, sized to free accelerator memory (one activation set ~ seq_len x d x layers)."""
+def default_budget(model: torch.nn.Module) -> tuple[int, int]:
+    """(budget bytes, rows cap) when ``--attribution-memory`` is not given: half the accelerator's
+    free memory on CUDA (what the chunk was sized from before), 1 GiB on a CPU (a shared box's RAM
+    is not ours to take; at the shipped shapes it allows the cap, so the default changes nothing
+    there; memory.py)."""
     param = next(model.parameters())
-    if param.device.type != "cuda":
-        return 64
-    free, _ = torch.cuda.mem_get_info(param.device)
-    cfg = model.config
-    per_row = 4 * seq_len * cfg.hidden_size * max(1, cfg.num_hidden_layers) * 16  # bytes, generous factor
-    return int(max(1, min(512, free // 2 // max(per_row, 1))))
+    if param.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(param.device)
+        return free // 2, memory.CUDA_CAP
+    return memory.CPU_BUDGET, memory.CPU_CAP
 
 
-def importance_vjp(
-    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None
+def pick_chunk(model: torch.nn.Module, seq_len: int, resp_len: int, path: str, chunk: int | None,
+               budget: int | None, through_logits: bool = False) -> int:
+    """An explicit chunk wins; else rows per pass from ``budget`` bytes (default: :func:`default_budget`)."""
+    if chunk:
+        return chunk
+    default, cap = default_budget(model)
+    dims = memory.dims_of(getattr(model, "config", None), seq_len, resp_len)
+    return memory.chunk_for_budget(dims, path, default if budget is None else budget, cap, through_logits)
+
+
+def default_chunk(model: torch.nn.Module, seq_len: int) -> int:
+    """Rows per batched reverse pass at the default budget (kept for callers of the old name)."""
+    return pick_chunk(model, seq_len, seq_len, "vjp", None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The unembedding seam. log p_j depends on the final hidden state h (after the final norm) only
+# through the head at position N + j:
+#
+#     d log p_j / d h_{N+j} = W_U^T (onehot(t_j) - softmax_j) =: G_j,   zero at every other position.
+#
+# So both batched paths stop at h: reverse mode pulls back G_j placed at position N + j alone, and
+# forward mode contracts the tangent of h_{N+j} with G_j. No (seq_len, vocab) tensor is batched;
+# the head runs once per instance, on the M response rows. Batching the whole backward from log p
+# instead (``vjp_through_logits``) expands every row to a dense (seq_len, vocab) gradient and
+# multiplies the head over all seq_len positions although one is non-zero: on the issue's shape
+# that was 2.2 GB per tensor at a chunk of 64 (docs/BENCHMARKS.md).
+
+
+def _seam(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(trunk: E -> h, head: h -> logits) of a transformers causal LM; None for any other model."""
+    trunk = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if trunk is None or trunk is model or head is None:
+        return None
+    return trunk, head
+
+
+def final_hidden(trunk: torch.nn.Module, E: torch.Tensor) -> torch.Tensor:
+    """h: (seq_len, d_model), the hidden states the head reads (the trunk applies the final norm)."""
+    return trunk(inputs_embeds=E[None]).last_hidden_state[0]
+
+
+def head_cotangent(head: torch.nn.Module, h_rows: torch.Tensor, targets: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G, log p): G (resp_len, d_model) = d log p_j / d h_j, by autograd through the head on the M
+    rows only (equal to W_U^T (onehot - softmax) for a linear head, and right for a biased one), and
+    log p (resp_len,)."""
+    h = h_rows.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logp = head(h).float().log_softmax(-1).gather(-1, targets[:, None])[:, 0]
+        (G,) = torch.autograd.grad(logp.sum(), h)
+    return G, logp.detach()
+
+
+def _seam_reproduces_logits(model: torch.nn.Module, head: torch.nn.Module, E: torch.Tensor,
+                            h_rows: torch.Tensor, rows: slice) -> bool:
+    """Does head(h) give the model's own logits? False for models that transform logits after the
+    head (soft-capping, logit scales) or whose trunk output is not what the head reads: those take
+    the through-logits paths, which are exact for any model. Costs one forward per instance."""
+    with torch.no_grad():
+        ref = model(inputs_embeds=E.detach()[None]).logits[0, rows].float()
+        got = head(h_rows.detach()).float()
+    return bool((got - ref).abs().max() <= 1e-4 * (ref.abs().max() + 1e-6))
+
+
+def _rows(enc: PromptEncoding, seq_len: int) -> slice:
+    """Positions whose hidden state predicts the response tokens: N + j for j < M (BOS shifts by one)."""
+    return slice(_positions(enc).stop - 1, seq_len - 1)
+
+
+def vjp_through_logits(
+    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None,
+    budget: int | None = None, rows_done: RowsDone | None = None,
 ) -> np.ndarray:
-    """Reverse mode: ONE forward pass, then batched vector-Jacobian products over response tokens.
-
-    Row j of the cotangent batch is the one-hot e_j, so grad row j = d log p_j / dE; multiplied by
-    p_j it is d p_j / dE. Returns I (prompt_len, resp_len).
-    """
+    """Reverse mode batched from log p (one-hot cotangents on log p, the whole backward vmapped).
+    Exact for any model; the fallback of :func:`importance_vjp` and the "before" of its benchmark."""
     M = len(response_ids)
     if M == 0:
         return np.zeros((len(enc.prompt_ids), 0), dtype=np.float32)
@@ -138,26 +216,83 @@ def importance_vjp(
         (g,) = torch.autograd.grad(logp, E, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
         block = (g[:, pos] * E_prompt[None]).sum(-1) * p[start:stop, None]  # (chunk, prompt_len)
         I[:, start:stop] = block.T.cpu().numpy()
+        if rows_done is not None:
+            rows_done(stop - start)
 
-    run_chunked(M, chunk or default_chunk(model, E.shape[0]), work, "batched VJP")
+    run_chunked(M, pick_chunk(model, E.shape[0], M, "vjp", chunk, budget, through_logits=True), work,
+                "batched VJP")
     return I
 
 
-def importance_jvp(
-    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None
+def importance_vjp(
+    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None,
+    budget: int | None = None, rows_done: RowsDone | None = None,
 ) -> np.ndarray:
-    """Forward mode: N Jacobian-vector products over scalar gates g_n on the prompt embeddings.
+    """Reverse mode: ONE forward pass to h, then batched vector-Jacobian products from h to E.
 
-    E'_n = g_n E_n with g = 1, so  d p_j / d g_n = < d p_j / d E_n , E_n > = I[n, j]  (METHODS §1.3
-    implementation note). One JVP with tangent e_n gives row n. Cheaper than reverse mode when
-    prompt_len << resp_len. Fused SDPA kernels have no forward AD, so the math kernel is forced.
+    Row r of the cotangent batch is G_j at position N + j and zero elsewhere, so grad row r =
+    d log p_j / dE; multiplied by p_j it is d p_j / dE. ``rows_done(k)`` after each pass of k
+    response tokens. Returns I (prompt_len, resp_len).
     """
+    M = len(response_ids)
+    seam = _seam(model)
+    if M == 0 or seam is None:
+        return vjp_through_logits(model, enc, response_ids, chunk, budget, rows_done)
+    trunk, head = seam
+    ids = build_sequence(enc, response_ids)
+    pos, rows = _positions(enc), _rows(enc, len(ids))
+    E = input_embeddings(model, ids).requires_grad_(True)
+    h = final_hidden(trunk, E)  # (seq_len, d_model), with its graph to E
+    if not _seam_reproduces_logits(model, head, E, h[rows], rows):
+        del h
+        return vjp_through_logits(model, enc, response_ids, chunk, budget, rows_done)
+    G, logp = head_cotangent(head, h[rows], ids[pos.stop :].to(h.device))
+    p = torch.exp(logp)
+    E_prompt = E[pos].detach()  # (prompt_len, d_model)
+    I = np.zeros((len(enc.prompt_ids), M), dtype=np.float32)
+
+    def work(start: int, stop: int) -> None:
+        k = torch.arange(stop - start)
+        cotangent = h.new_zeros(stop - start, *h.shape)  # (chunk, seq_len, d_model), one non-zero row each
+        cotangent[k, rows.start + start + k] = G[start:stop].to(h.dtype)
+        (g,) = torch.autograd.grad(h, E, grad_outputs=cotangent, is_grads_batched=True, retain_graph=True)
+        block = (g[:, pos] * E_prompt[None]).sum(-1) * p[start:stop, None]  # (chunk, prompt_len)
+        I[:, start:stop] = block.T.cpu().numpy()
+        if rows_done is not None:
+            rows_done(stop - start)
+
+    run_chunked(M, pick_chunk(model, len(ids), M, "vjp", chunk, budget), work, "batched VJP")
+    return I
+
+
+def _gated(E: torch.Tensor, pos: slice, gates: torch.Tensor) -> torch.Tensor:
+    """E with prompt row n scaled by gates[n] (the other rows by 1)."""
+    one = torch.ones(E.shape[0], device=E.device, dtype=E.dtype)
+    return E * torch.cat([one[: pos.start], gates, one[pos.stop :]])[:, None]
+
+
+def _jvp_rows(fn: Callable[[torch.Tensor], torch.Tensor], N: int, start: int, stop: int,
+              device: torch.device) -> torch.Tensor:
+    """d fn / d g_n at g = 1 for n in [start, stop): one vmapped JVP per one-hot gate tangent.
+    Fused SDPA kernels have no forward AD, so the math kernel is forced."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    tangents = torch.zeros(stop - start, N, device=device)
+    tangents[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+    ones = torch.ones(N, device=device)
+    with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        _, rows = torch.func.vmap(lambda t: torch.func.jvp(fn, (ones,), (t,)))(tangents)
+    return rows
+
+
+def jvp_through_logits(
+    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None,
+    budget: int | None = None, rows_done: RowsDone | None = None,
+) -> np.ndarray:
+    """Forward mode carried through the head to p (a (seq_len, vocab) tangent per row). Exact for
+    any model; the fallback of :func:`importance_jvp`."""
     ids = build_sequence(enc, response_ids)
-    M = len(response_ids)
-    N = len(enc.prompt_ids)
-    pos = _positions(enc)
+    M, N, pos = len(response_ids), len(enc.prompt_ids), _positions(enc)
     I = np.zeros((N, M), dtype=np.float32)
     if M == 0:
         return I
@@ -165,22 +300,57 @@ def importance_jvp(
     targets = ids[pos.stop :].to(E.device)
 
     def p_of_gates(gates: torch.Tensor) -> torch.Tensor:
-        scale = torch.ones(E.shape[0], device=E.device, dtype=E.dtype)
-        scale = torch.cat([scale[: pos.start], gates, scale[pos.stop :]])
-        logits = model(inputs_embeds=(E * scale[:, None])[None]).logits[0]
+        logits = model(inputs_embeds=_gated(E, pos, gates)[None]).logits[0]
         logp = logits[pos.stop - 1 : -1].float().log_softmax(-1).gather(-1, targets[:, None])[:, 0]
         return torch.exp(logp)  # (resp_len,)
 
-    ones = torch.ones(N, device=E.device)
+    def work(start: int, stop: int) -> None:
+        I[start:stop] = _jvp_rows(p_of_gates, N, start, stop, E.device).cpu().numpy()
+        if rows_done is not None:
+            rows_done(stop - start)
+
+    run_chunked(N, pick_chunk(model, len(ids), M, "jvp", chunk, budget, through_logits=True), work,
+                "batched JVP")
+    return I
+
+
+def importance_jvp(
+    model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None,
+    budget: int | None = None, rows_done: RowsDone | None = None,
+) -> np.ndarray:
+    """Forward mode: N Jacobian-vector products over scalar gates g_n on the prompt embeddings.
+
+    E'_n = g_n E_n with g = 1, so  d p_j / d g_n = < d p_j / d E_n , E_n > = I[n, j]  (METHODS §1.3
+    implementation note). One JVP with tangent e_n gives row n: the tangent of h_{N+j}, contracted
+    with G_j (the unembedding seam) and scaled by p_j. Cheaper than reverse mode when
+    prompt_len << resp_len. ``rows_done(k)`` after each pass of k prompt tokens.
+    """
+    M, N = len(response_ids), len(enc.prompt_ids)
+    seam = _seam(model)
+    if M == 0 or seam is None:
+        return jvp_through_logits(model, enc, response_ids, chunk, budget, rows_done)
+    trunk, head = seam
+    ids = build_sequence(enc, response_ids)
+    pos, rows = _positions(enc), _rows(enc, len(ids))
+    E = input_embeddings(model, ids)
+    with torch.no_grad():
+        h_rows = final_hidden(trunk, E)[rows]
+    if not _seam_reproduces_logits(model, head, E, h_rows, rows):
+        return jvp_through_logits(model, enc, response_ids, chunk, budget, rows_done)
+    G, logp = head_cotangent(head, h_rows, ids[pos.stop :].to(E.device))
+    p = torch.exp(logp)
+    I = np.zeros((N, M), dtype=np.float32)
+
+    def h_of_gates(gates: torch.Tensor) -> torch.Tensor:
+        return final_hidden(trunk, _gated(E, pos, gates))[rows]  # (resp_len, d_model)
 
     def work(start: int, stop: int) -> None:
-        tangents = torch.zeros(stop - start, N, device=E.device)
-        tangents[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-        with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-            _, rows = torch.func.vmap(lambda t: torch.func.jvp(p_of_gates, (ones,), (t,)))(tangents)
-        I[start:stop] = rows.cpu().numpy()
+        dh = _jvp_rows(h_of_gates, N, start, stop, E.device)  # (chunk, resp_len, d_model)
+        I[start:stop] = ((dh * G[None].to(dh.dtype)).sum(-1).float() * p[None]).cpu().numpy()
+        if rows_done is not None:
+            rows_done(stop - start)
 
-    run_chunked(N, chunk or default_chunk(model, len(ids)), work, "batched JVP")
+    run_chunked(N, pick_chunk(model, len(ids), M, "jvp", chunk, budget), work, "batched JVP")
     return I
 
 
@@ -194,12 +364,15 @@ def choose_mode(mode: str, prompt_len: int, resp_len: int) -> str:
 
 
 def _raw(model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chosen: str,
-         chunk: int | None) -> np.ndarray:
+         chunk: int | None, budget: int | None, progress: Callable[[float], None] | None) -> np.ndarray:
     if chosen == "loop":
-        return importance_loop(model, enc, response_ids)
+        return importance_loop(model, enc, response_ids, progress)
     if chosen == "vjp":
-        return importance_vjp(model, enc, response_ids, chunk)
-    return importance_jvp(model, enc, response_ids, chunk)
+        return importance_vjp(model, enc, response_ids, chunk, budget, progress)
+    # a forward-mode pass covers prompt rows; each row is 1/N of every response token's column
+    share = len(response_ids) / max(len(enc.prompt_ids), 1)
+    return importance_jvp(model, enc, response_ids, chunk, budget,
+                          None if progress is None else lambda k: progress(k * share))
 
 
 def raw_importance(
@@ -209,13 +382,20 @@ def raw_importance(
     mode: str = "auto",
     chunk: int | None = None,
     instance_id: str = "?",
+    budget: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
-    """I (prompt_len, resp_len) by the chosen mode; raises NonFiniteAttributionError on NaN/inf."""
+    """I (prompt_len, resp_len) by the chosen mode; raises NonFiniteAttributionError on NaN/inf.
+
+    ``budget``: bytes one batched pass may use (memory.py; None: :func:`default_budget`).
+    ``progress(k)``: called as work finishes, k in response tokens (a forward-mode pass over some
+    prompt rows counts the same fraction of the response), summing to resp_len.
+    """
     _check_fp32(model)
     chosen = choose_mode(mode, len(enc.prompt_ids), len(response_ids))
     try:
         with fp32_compute(model):
-            I = _raw(model, enc, response_ids, chosen, chunk)
+            I = _raw(model, enc, response_ids, chosen, chunk, budget, progress)
     except AttributionOOMError as exc:
         raise AttributionOOMError(
             f"instance {instance_id!r}, attribution forward/backward pass ({chosen}, {len(enc.prompt_ids)} prompt x "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CODE_VERSION = "importance-2"  # bump when any number probe 1 produces changes
+CODE_VERSION = "importance-3"  # bump when any number probe 1 produces changes
+# 3: the batched VJP and JVP stop at the final hidden state (attribution.py); equal to the loop to
+#    float tolerance, which can still move a ceil level of a stored matrix
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,12 @@ class ImportanceConfig:
     mode: str = "auto"  # auto | vjp | jvp | loop
     dtype: str = "float32"  # weight storage dtype; the maths is always float32 (precision.py)
     chunk_size: int | None = None  # response tokens (vjp) or prompt tokens (jvp) per pass; None = sized to memory
+    # bytes one batched pass may use (--attribution-memory; memory.py); None: 1 GiB on a CPU, half the
+    # free memory on CUDA. Like chunk_size it is NOT in cache_config: it only sets how many rows share a
+    # pass, and rows are independent (each row's gradient is its own vmapped backward or JVP), so the
+    # numbers agree across budgets to float rounding (tests/test_attribution_seam.py); keying it would
+    # recompute every cached matrix when a user with a smaller machine lowers it.
+    attribution_memory: int | None = None
 
     def cache_config(self) -> dict:
         """The fields that change the stored matrices (b and p act at analysis time). The mode is

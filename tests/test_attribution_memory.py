@@ -1,0 +1,75 @@
+"""--attribution-memory: the option's syntax, and the chunk it buys (probes/importance/memory.py):
+the batched part never exceeds the budget when one row fits, more budget never means fewer rows,
+and a pass holds the rows the arithmetic says, counted by hand on a planted shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiftcheck.fixtures.options import OPTIONS, parse_value
+from shiftcheck.probes.importance.memory import Dims, chunk_for_budget, dims_of, fixed_bytes, row_bytes
+
+OPTION = next(o for o in OPTIONS if o.name == "attribution_memory")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2GB", 2 * 10**9), ("2G", 2 * 10**9), ("1.5GiB", 3 * 2**29), ("512MB", 512 * 10**6), ("512mib", 512 * 2**20),
+    ("512", 512 * 2**20), ("4096B", 4096), (" 3 GB ", 3 * 10**9), ("auto", None), ("AUTO", None)])
+def test_memory_sizes_parse_with_decimal_and_binary_units_and_bare_mib(text, expected):
+    assert parse_value(OPTION, text, False, Path(".")) == expected
+
+
+def test_a_toml_integer_is_mib_and_bad_sizes_name_the_option():
+    assert parse_value(OPTION, 256, True, Path(".")) == 256 * 2**20
+    for bad in ("x", "-1", "0", "2 GBB", "1ib", "0.1b", "two gigabytes"):
+        with pytest.raises(pytest.UsageError, match="--attribution-memory must be a size such as 2GB"):
+            parse_value(OPTION, bad, False, Path("."))
+    with pytest.raises(pytest.UsageError, match=r"\[tool.shiftcheck\] attribution-memory"):
+        parse_value(OPTION, True, True, Path("."))
+
+
+dims = st.builds(Dims, seq_len=st.integers(1, 4096), resp_len=st.integers(1, 512), d_model=st.integers(8, 8192),
+                 d_ff=st.integers(8, 32768), n_heads=st.integers(1, 64), n_layers=st.integers(1, 80),
+                 vocab=st.integers(16, 256_000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(d=dims, path=st.sampled_from(["vjp", "jvp"]), budget=st.integers(1, 2**40), cap=st.integers(1, 512),
+       through_logits=st.booleans())
+def test_the_chunk_keeps_the_estimate_within_the_budget_whenever_one_row_fits(d, path, budget, cap, through_logits):
+    chunk = chunk_for_budget(d, path, budget, cap, through_logits)
+    assert 1 <= chunk <= cap
+    if fixed_bytes(d, path) + row_bytes(d, through_logits) <= budget:
+        assert fixed_bytes(d, path) + chunk * row_bytes(d, through_logits) <= budget
+    # one more row would break the budget, unless the cap stopped it
+    assert chunk == cap or fixed_bytes(d, path) + (chunk + 1) * row_bytes(d, through_logits) > budget
+    assert chunk_for_budget(d, path, 2 * budget, cap, through_logits) >= chunk
+
+
+def test_a_planted_shape_gives_the_rows_counted_by_hand():
+    # S = 10, D = 4, F = 8, H = 2: a row is 4 * 10 * (32 + 32 + 60) = 4960 bytes (memory.py's formula)
+    d = Dims(seq_len=10, resp_len=5, d_model=4, d_ff=8, n_heads=2, n_layers=3, vocab=100)
+    assert row_bytes(d) == 4960
+    assert row_bytes(d, through_logits=True) == 4960 + 3 * 4 * 10 * 100
+    head = 4 * (4 * 5 * 100 + 2 * 10 * 100)  # logits on M rows (x4) and the seam check on S rows (x2)
+    assert fixed_bytes(d, "jvp") == head
+    assert fixed_bytes(d, "vjp") == head + 4 * 10 * 3 * (32 + 24 + 40)
+    assert chunk_for_budget(d, "jvp", head + 7 * 4960, cap=64) == 7
+    assert chunk_for_budget(d, "jvp", head + 7 * 4960 - 1, cap=64) == 6
+    assert chunk_for_budget(d, "jvp", 1, cap=64) == 1  # below one row: the loop's footprint
+    assert chunk_for_budget(None, "vjp", 1, cap=16) == 16  # no sizes known: the cap
+
+
+def test_dims_come_from_llama_and_gpt2_configs():
+    from transformers import GPT2Config, LlamaConfig
+
+    llama = dims_of(LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                                vocab_size=500), 20, 7)
+    assert llama == Dims(seq_len=20, resp_len=7, d_model=64, d_ff=96, n_heads=4, n_layers=3, vocab=500)
+    gpt2 = dims_of(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=300), 9, 4)
+    assert gpt2 == Dims(seq_len=9, resp_len=4, d_model=32, d_ff=128, n_heads=4, n_layers=2, vocab=300)
+    assert dims_of(object(), 9, 4) is None
