@@ -68,13 +68,16 @@ def make_tuned(base: str, out: Path, noise: float, seed: int) -> None:
     print(f"wrote {out} (noise {noise} x each matrix's std, seed {seed})", file=sys.stderr)
 
 
-def run_suite(cmd: list[str], env: dict[str, str], cwd: Path, echo: bool) -> tuple[int, float, float, str]:
-    """Run ``cmd`` on a pseudo-terminal: (exit status, wall seconds, longest silent seconds, output)."""
+def run_suite(cmd: list[str], env: dict[str, str], cwd: Path,
+              echo: bool) -> tuple[int, float, float, str, dict[str, str | float]]:
+    """Run ``cmd`` on a pseudo-terminal: (exit status, wall seconds, longest silent seconds, output,
+    where the longest silence fell: its start second and the output just before and after it)."""
     master, slave = pty.openpty()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env, cwd=cwd)
     os.close(slave)
     chunks, last, silent = [], time.perf_counter(), 0.0
+    where: dict[str, str | float] = {}
     while True:
         ready, _, _ = select.select([master], [], [], 1.0)
         now = time.perf_counter()
@@ -85,7 +88,12 @@ def run_suite(cmd: list[str], env: dict[str, str], cwd: Path, echo: bool) -> tup
                 data = b""
             if not data:
                 break
-            silent, last = max(silent, now - last), now
+            if now - last > silent:
+                before = b"".join(chunks)[-160:].decode("utf-8", "replace")
+                where = {"starts_at_s": round(last - start, 1), "before": before,
+                         "after": data[:160].decode("utf-8", "replace")}
+                silent = now - last
+            last = now
             chunks.append(data)
             if echo:
                 sys.stderr.buffer.write(data)
@@ -93,9 +101,12 @@ def run_suite(cmd: list[str], env: dict[str, str], cwd: Path, echo: bool) -> tup
         elif proc.poll() is not None:
             break
     status = proc.wait()
-    silent = max(silent, time.perf_counter() - last)
+    if time.perf_counter() - last > silent:
+        silent = time.perf_counter() - last
+        where = {"starts_at_s": round(last - start, 1), "before": b"".join(chunks)[-160:].decode("utf-8", "replace"),
+                 "after": "(the end of the run)"}
     os.close(master)
-    return status, time.perf_counter() - start, silent, b"".join(chunks).decode("utf-8", "replace")
+    return status, time.perf_counter() - start, silent, b"".join(chunks).decode("utf-8", "replace"), where
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                args.tuned, "--max-prompts", str(args.max_prompts), "--max-new-tokens", str(args.max_new_tokens),
                "--report-dir", str(report), *args.extra.split()]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        status, wall, silent, out = run_suite(cmd, env, args.checkout, not args.quiet)
+        status, wall, silent, out, where = run_suite(cmd, env, args.checkout, not args.quiet)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         results = json.loads((report / "results.json").read_text()) if (report / "results.json").is_file() else {}
     ctx = results.get("context", {})
@@ -139,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
         "peak_rss_gb": round(after.ru_maxrss / 2**20, 2),  # Linux: KB, the largest child
         "longest_silence_s": round(silent, 1),
+        "longest_silence_at": {k: re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", v) if isinstance(v, str) else v
+                               for k, v in where.items()},
         "loads": results.get("loads", ctx.get("loads")),
         "stages": results.get("stages", ctx.get("stages")),
         "pytest": tail[-1] if tail else "",

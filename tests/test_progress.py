@@ -1,0 +1,67 @@
+"""The suite's progress output (fixtures/sharing.py ProgressBars): a long unit never leaves the
+terminal or the log silent."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from shiftcheck.fixtures.sharing import ProgressBars
+
+
+def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_log_gets_a_still_running_line_while_a_unit_is_slow(capfd, monkeypatch):
+    monkeypatch.setenv("CI", "1")  # the log form, whatever the terminal
+    bars = ProgressBars(SimpleNamespace(), tick_s=0.05, quiet_s=0.2)
+    try:
+        bars("tuned", "attention units", 0, 3)
+        seen = []
+        assert _wait_for(lambda: seen.append(capfd.readouterr().err) or "still running" in "".join(seen))
+        assert "shiftcheck tuned: attention units 0/3, still running" in "".join(seen)
+        bars("tuned", "attention units", 1, 3)  # a real update resets the quiet clock
+        out = capfd.readouterr().err
+        assert "attention units 1/3" in out and "still running" not in out
+    finally:
+        bars.close()
+    time.sleep(0.3)
+    assert "still running" not in capfd.readouterr().err  # closed: the ticker is gone
+
+
+def test_a_terminal_bar_is_redrawn_between_updates(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    bars = ProgressBars(SimpleNamespace(), tick_s=0.05)
+    bars._lines = False  # the terminal form (pytest's stderr is no terminal here)
+    refreshed = []
+
+    class Bar:
+        n = 0
+
+        def refresh(self):
+            refreshed.append(time.monotonic())
+
+        def close(self):
+            refreshed.append("closed")
+
+    bars._bars[("base", "importance units")] = Bar()
+    bars("base", "ffn units", 0, 2)  # starts the ticker (and a real tqdm bar for this stage)
+    try:
+        assert _wait_for(lambda: sum(isinstance(t, float) for t in refreshed) >= 3)
+    finally:
+        bars.close()
+    assert refreshed[-1] == "closed"  # close() closes what a failed stage left open
+
+
+def test_workers_stay_silent(capfd):
+    bars = ProgressBars(SimpleNamespace(workerinput={"workerid": "gw0"}), tick_s=0.05, quiet_s=0.05)
+    bars("base", "importance units", 0, 2)
+    time.sleep(0.3)
+    bars.close()
+    assert capfd.readouterr().err == ""
