@@ -97,7 +97,7 @@ def jaccard_row(src, art, layers) -> dict:
 
 
 def part_lexical(out: dict) -> None:
-    from lexical import BIG, PairLister, lexical_model, lexical_vocab, plant_verb_relations
+    from lexical import BIG, PairLister, add_layer_noise, lexical_model, lexical_vocab, plant_verb_relations
 
     from shiftcheck.probes import words
     from shiftcheck.probes.models.architectures import WeightViews
@@ -113,7 +113,17 @@ def part_lexical(out: dict) -> None:
     src = lister.result(model, layers, "source")
     planted = copy_with(model, lambda w: w)
     plant_verb_relations(planted, tok, kv, layer=0)
-    variants = dict({k: copy_with(model, f) for k, f in CASTS.items()}, **{"planted verbs (layer 0)": planted})
+    one_group = copy_with(model, lambda w: w)  # one group of 5 verbs, every head of layer 0
+    plant_verb_relations(one_group, tok, kv, layer=0, verbs=sorted(words.instruction_verbs().words)[:5])
+    two_kv = copy_with(model, lambda w: w)  # every verb, but only 4 of the 64 heads checked (kv heads 0-1 of layer 0)
+    plant_verb_relations(two_kv, tok, kv, layer=0, kv_heads=[0, 1])
+    variants = dict({k: copy_with(model, f) for k, f in CASTS.items()},
+                    **{"planted verbs (layer 0)": planted, "planted 5 verbs (layer 0)": one_group,
+                       "planted verbs (4 heads of layer 0)": two_kv})
+    for rel in (0.01, 0.03, 0.1, 0.3):  # Gaussian noise on W_Q/W_K of every layer, relative to each matrix's RMS
+        noisy = copy_with(model, lambda w: w)
+        add_layer_noise(noisy, list(range(n)), rel, seed=1)
+        variants[f"W_Q/W_K noise {rel:g} x RMS"] = noisy
     for name, art in variants.items():
         t0 = time.perf_counter()
         row = {"jaccard": jaccard_row(src, lister.result(art, layers, name), layers),

@@ -31,7 +31,7 @@ import numpy as np
 # layer gives 0.07-0.4 and a LoRA merged at the wrong scale lower still.
 JACCARD_THRESHOLD = 0.6
 QUANTILE = 0.1
-MIN_HEADS = 8  # heads with pairs on either side: below this the quantile is one or two heads' luck
+MIN_HEADS = 10  # heads with pairs on either side: below 10 the 10 % quantile is the minimum, one head
 
 
 def jaccard(a: set, b: set) -> float | None:
