@@ -7,20 +7,25 @@ so a row's cost is set by the trunk alone, and the vocabulary enters only the pe
 The estimate, float32 (4 bytes), with S = seq_len, D = d_model, F = d_ff, H = query heads,
 L = layers, M = resp_len, V = vocab:
 
-    row bytes   = 4 * S * (8 D + 4 F + 3 H S)         both paths
-    fixed bytes = 4 * S * L * (8 D + 3 F + 2 H S)     reverse mode: the one forward graph, shared by all rows
-                + 4 * (4 M V + 2 S V)                 both: the head's logits on M rows (cotangent, ×4
-                                                      buffers) and the check of the seam on S rows (×2)
+    row bytes    VJP: 4 * S * (8 D + 4 F + 3 H S)       JVP: 4 * S * (20 D + 10 F + 4 H S)
+    base bytes   VJP: 4 * S * L * (10 D + 4 F + 2 H S) + 64 MiB      JVP: 64 MiB
+    head bytes   4 * (4 M V + 2 S V)
+
+    chunk = (budget - base) // row, within [1, cap];  peak ≈ base + max(head, chunk × row)
 
 Why one layer, not L, per row: the rows share the saved forward (unbatched), and a row's batched
 gradient (or tangent) lives only while one layer is being differentiated; autograd frees it as it
-moves down. Inside a layer the largest live set is the residual stream and q/k/v/o (≈ 8 D per
-position), the MLP's up/gate/act/down (≈ 4 F) and the attention scores, probabilities and their
-gradient or tangent (≈ 3 H S). The constants are an upper estimate checked against measured peaks
-(docs/BENCHMARKS.md, "Attribution memory"); ``chunk = (budget − fixed) // row``, at least 1 (the
-loop's footprint: a budget below one row cannot be honoured, and the pass then carries one row) and
-at most ``cap`` (batching past it gains nothing measurable on a CPU, and smaller passes give
-progress more often).
+moves down. Inside a layer the largest live set is the residual stream and q/k/v/o (D terms), the
+MLP's up/gate/act/down (F terms) and the attention scores and probabilities with their gradient or
+tangent (H S terms); forward mode holds each intermediate's primal and tangent at once, hence its
+larger constants. Reverse mode's base is its one forward graph (shared by all rows); 64 MiB is the
+autograd/functorch runtime a first pass maps in. The head's logits on the M response rows (the
+cotangent G, ×4 buffers) and the check of the seam on S rows (×2) come and go before the rows
+start, so they meet the rows' memory in a max, not a sum; they are per instance and not chunked (the
+loop holds as much). The constants are upper estimates fitted to peaks measured at S = 71 and S = 271
+(docs/BENCHMARKS.md, "Attribution memory"). A budget below base + one row cannot be honoured: the
+pass then carries one row, the loop's footprint. ``cap`` bounds the chunk from above: batching past
+16 rows gains nothing measurable on a CPU, and smaller passes report progress more often.
 """
 
 from __future__ import annotations
@@ -60,25 +65,37 @@ def dims_of(config: Any, seq_len: int, resp_len: int) -> Dims | None:
         return None
 
 
-def row_bytes(d: Dims, through_logits: bool = False) -> int:
+RUNTIME = 64 << 20  # the autograd/functorch runtime a first pass maps in
+
+
+def row_bytes(d: Dims, path: str, through_logits: bool = False) -> int:
     """One row of a batched pass. ``through_logits``: the fallback paths that batch the head too
     (a (seq_len, vocab) gradient or tangent per row, ×3: logits, log-softmax, the head's input grad)."""
-    trunk = BYTES * d.seq_len * (8 * d.d_model + 4 * d.d_ff + 3 * d.n_heads * d.seq_len)
-    return trunk + (3 * BYTES * d.seq_len * d.vocab if through_logits else 0)
+    S, D, F, HS = d.seq_len, d.d_model, d.d_ff, d.n_heads * d.seq_len
+    trunk = BYTES * S * ((20 * D + 10 * F + 4 * HS) if path == "jvp" else (8 * D + 4 * F + 3 * HS))
+    return trunk + (3 * BYTES * S * d.vocab if through_logits else 0)
 
 
-def fixed_bytes(d: Dims, path: str) -> int:
-    """What a pass holds whatever its chunk: reverse mode's forward graph, and the head's logits."""
-    head = BYTES * (4 * d.resp_len * d.vocab + 2 * d.seq_len * d.vocab)
+def base_bytes(d: Dims, path: str) -> int:
+    """What a pass holds whatever its chunk: the runtime, and reverse mode's one forward graph."""
     if path == "jvp":
-        return head
-    graph = BYTES * d.seq_len * d.n_layers * (8 * d.d_model + 3 * d.d_ff + 2 * d.n_heads * d.seq_len)
-    return graph + head
+        return RUNTIME
+    return RUNTIME + BYTES * d.seq_len * d.n_layers * (10 * d.d_model + 4 * d.d_ff + 2 * d.n_heads * d.seq_len)
+
+
+def head_bytes(d: Dims) -> int:
+    """The head's logits before the rows start: M rows for the cotangent (×4), S rows for the seam check (×2)."""
+    return BYTES * (4 * d.resp_len * d.vocab + 2 * d.seq_len * d.vocab)
+
+
+def peak_bytes(d: Dims, path: str, chunk: int, through_logits: bool = False) -> int:
+    """The estimated peak above the loaded model of one attribution at ``chunk`` rows per pass."""
+    return base_bytes(d, path) + max(head_bytes(d), chunk * row_bytes(d, path, through_logits))
 
 
 def chunk_for_budget(d: Dims | None, path: str, budget: int, cap: int, through_logits: bool = False) -> int:
-    """Rows per pass so that fixed + chunk × row stays within ``budget`` bytes; within [1, cap]."""
+    """Rows per pass so that base + chunk × row stays within ``budget`` bytes; within [1, cap]."""
     if d is None:
         return cap
-    free = budget - fixed_bytes(d, path)
-    return max(1, min(cap, free // row_bytes(d, through_logits)))
+    free = budget - base_bytes(d, path)
+    return max(1, min(cap, free // row_bytes(d, path, through_logits)))
