@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 # The 10 % quantile of the per-head Jaccard must be at least this. Measured (docs/RELEASE.md,
-# benchmarks/release_thresholds.py): bf16/fp16 casts, int8 round-to-nearest and Q8_0/Q5_0 keep the
-# quantile at or above 0.84 (lexical model and SmolLM2); a lexical model with planted verbs in one
-# layer gives 0.07-0.4 and a LoRA merged at the wrong scale lower still.
-JACCARD_THRESHOLD = 0.6
+# benchmarks/release_thresholds.py): 16- and 8-bit artifacts keep it at 0.82 or above (lexical model
+# int8 0.82; SmolLM2 int8 0.84, Q8_0 0.95, bf16 0.96); changed models fall to 0.59 and below (lexical
+# W_Q/W_K noise of 3 % of their RMS 0.59, planted verbs 0.05, a LoRA merged at 2x / 4x its scale
+# 0.40 / 0.05; SmolLM2 Q5_0 0.50).
+JACCARD_THRESHOLD = 0.7
 QUANTILE = 0.1
 MIN_HEADS = 10  # heads with pairs on either side: below 10 the 10 % quantile is the minimum, one head
 
