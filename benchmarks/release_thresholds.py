@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/lexical.py: the lexical test model
 
-from shiftcheck.probes.release.casts import int8_rtn  # noqa: E402
+from shiftcheck.probes.release.casts import int8_rtn, lora_merged  # noqa: E402
 from shiftcheck.probes.release.pairlists import pair_list_agreement  # noqa: E402
 from shiftcheck.probes.release.subspaces import R_RELEASE, components_for, model_subspaces, subspace_agreement  # noqa: E402
 
@@ -124,13 +124,38 @@ def part_lexical(out: dict) -> None:
         noisy = copy_with(model, lambda w: w)
         add_layer_noise(noisy, list(range(n)), rel, seed=1)
         variants[f"W_Q/W_K noise {rel:g} x RMS"] = noisy
-    for name, art in variants.items():
-        t0 = time.perf_counter()
-        row = {"jaccard": jaccard_row(src, lister.result(art, layers, name), layers),
-               "ffn": ffn_row(WeightViews(model), WeightViews(art), r)}
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        out.setdefault("lexical", {})[name] = row
-        log(f"lexical {name}: q10 {row['jaccard']['q10']} min {row['jaccard']['min']}; ffn {row['ffn']['min_mean_cos2']:.6f}")
+    # a LoRA (rank 8, every projection, B·A a tenth of each weight's RMS) merged at scale 1 is the source;
+    # its bf16 cast, and merges at 2x and 4x the scale or without the adapter, are the artifacts
+    lora_source = lora_merged(model, 1.0)
+    lora_variants = {"LoRA source, bf16": copy_with(lora_source, CASTS["bf16"]), "LoRA merged at 2x": lora_merged(model, 2.0),
+                     "LoRA merged at 4x": lora_merged(model, 4.0), "LoRA not merged (the base)": model}
+    lora_src = lister.result(lora_source, layers, "source")
+    for source, pairs, group in ((model, src, variants), (lora_source, lora_src, lora_variants)):
+        for name, art in group.items():
+            t0 = time.perf_counter()
+            row = {"kl": None, "jaccard": jaccard_row(pairs, lister.result(art, layers, name), layers),
+                   "ffn": ffn_row(WeightViews(source), WeightViews(art), r)}
+            row["kl"], row["top1_agreement"] = toy_kl(source, art, tok)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            out.setdefault("lexical", {})[name] = row
+            log(f"lexical {name}: KL {row['kl']:.3g}, q10 {row['jaccard']['q10']} min {row['jaccard']['min']}; "
+                f"ffn {row['ffn']['min_mean_cos2']:.6f}")
+
+
+TOY_TEXTS = ("write a short poem about the sea", "explain the question of the day", "list the red house and the cat",
+             "describe a good friend", "give me the name of the city", "tell the story of a small dog")
+
+
+def toy_kl(source, artifact, tok, max_new_tokens: int = 8) -> tuple[float, float]:
+    """(KL(source || artifact) nats/token, top-1 agreement) on six word-level prompts (the lexical model)."""
+    from shiftcheck.probes.prompts import Prompt
+    from shiftcheck.probes.release import kl
+
+    prompts = [Prompt(f"p{i}", "toy", t, ((0, len(t.split()[0])),)) for i, t in enumerate(TOY_TEXTS)]
+    responses = kl.greedy_responses(source, tok, prompts, max_new_tokens, chat_template=False)
+    reference = kl.reference_pass(source, tok, prompts, responses, chat_template=False)
+    row = kl.result_from_entries("source", "artifact", [kl.other_pass(artifact, tok, prompts, reference, False)]).pooled
+    return row.mean_kl, row.top1_agreement
 
 
 def part_world(out: dict) -> None:
@@ -206,6 +231,24 @@ def part_smollm2(out: dict, n_prompts: int, max_new_tokens: int, attention_layer
         del art
 
 
+def table(out: dict) -> list[str]:
+    """The markdown table of docs/RELEASE.md from a written JSON."""
+    f = lambda x, spec: "—" if x is None else format(x, spec)  # noqa: E731
+    lines = ["| model | artifact (or other model) vs source | KL nats/token (top-1) | Jaccard q10 (min, median) | "
+             "FFN min mean cos² (largest angle) |", "|---|---|---|---|---|"]
+    groups = [("lexical", out.get("lexical", {})), ("world", out.get("world", {})),
+              ("SmolLM2", out.get("smollm2", {}).get("variants", {}))]
+    for model, rows in groups:
+        for name, row in rows.items():
+            kl = f"{f(row.get('kl'), '.2g')} ({f(row.get('top1_agreement'), '.3f')})" if "kl" in row else "—"
+            j = row.get("jaccard")
+            jac = f"{j['q10']:.2f} ({j['min']:.2f}, {j['median']:.2f})" if j else "— (2 layers)"
+            ffn = row["ffn"]
+            lines.append(f"| {model} | {name} | {kl} | {jac} | {ffn['min_mean_cos2']:.5f} "
+                         f"({ffn['largest_angle_deg']:.1f}°) |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["lexical", "world", "smollm2"])
@@ -214,7 +257,11 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--attention-layers", type=int, nargs="+", default=list(range(8)),
                     help="SmolLM2 layers for the pair lists: 0-7 = the probe's units holding g0 (layers 0-7 of 30)")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = ap.parse_args()
+    if args.table:
+        print("\n".join(table(json.loads(Path(args.out).read_text()))))
+        return
     torch.manual_seed(0)
     out: dict = {"R_RELEASE": R_RELEASE, "torch_threads": torch.get_num_threads()}
     path = Path(args.out)

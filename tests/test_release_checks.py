@@ -170,27 +170,6 @@ def test_another_tune_given_as_the_release_fails_the_ffn_subspaces():
         assert agreement.outcome() == "fail", (other, agreement.to_dict())
 
 
-def _lora_merged(model, scale: float, seed: int = 0):
-    """The model with a seeded LoRA (rank 8 on q/k/v/o and the MLP, alpha = r) merged at ``scale``
-    times its configured scaling: scale 1 is the right merge, 4 a merge that misreads alpha / r."""
-    from peft import LoraConfig, get_peft_model
-    from peft.tuners.lora import LoraLayer
-
-    torch.manual_seed(seed)
-    config = LoraConfig(r=8, lora_alpha=8, init_lora_weights=False,
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj"])
-    peft_model = get_peft_model(copy.deepcopy(model), config)
-    with torch.no_grad():
-        for module in peft_model.modules():
-            if isinstance(module, LoraLayer):
-                # a fine-tune-sized update: lora_B scaled so that B·A is a tenth of the layer's weight RMS
-                B, A = module.lora_B["default"].weight, module.lora_A["default"].weight
-                target = 0.1 * module.get_base_layer().weight.pow(2).mean().sqrt()
-                B.mul_(target / (B @ A).pow(2).mean().sqrt())
-                module.set_scale("default", scale)
-    return peft_model.merge_and_unload()
-
-
 def _kl(source, artifact, tok):
     from shiftcheck.probes.prompts import Prompt
     from shiftcheck.probes.release import kl
@@ -205,10 +184,11 @@ def _kl(source, artifact, tok):
 
 def test_a_lora_merged_at_the_wrong_scale_fails_the_release_checks(lexical):
     from shiftcheck.probes.release.artifact import RELEASE_KL
+    from shiftcheck.probes.release.casts import lora_merged
 
-    source = _lora_merged(lexical["model"], 1.0)
+    source = lora_merged(lexical["model"], 1.0)
     good = _cast(source, torch.bfloat16)  # the right merge, shipped in bf16
-    wrong = _lora_merged(lexical["model"], 4.0)
+    wrong = lora_merged(lexical["model"], 4.0)
     assert _kl(source, good, lexical["tok"]).mean_kl < RELEASE_KL
     pairs, subspaces = _checks(lexical, source, good)
     assert (pairs.outcome(), subspaces.outcome()) == ("pass", "pass"), (pairs.to_dict(), subspaces.to_dict())

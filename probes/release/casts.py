@@ -64,3 +64,31 @@ def interpolate(base: str | Path, tuned: str | Path, ratio: float, dst: str | Pa
     t.save_pretrained(dst, safe_serialization=True)
     _copy_tokenizer(Path(tuned), dst)
     return dst
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj")
+
+
+def lora_merged(model, scale: float, rank: int = 8, relative: float = 0.1, seed: int = 0):
+    """A copy of ``model`` (a Llama-like torch model, in memory) with a seeded LoRA merged at ``scale``
+    times its configured scaling (peft ``set_scale``): 1 is the right merge; 4 misreads alpha / r the
+    way a wrong merge script does; 0 forgets the adapter. Each adapter's B is rescaled so that B·A
+    has ``relative`` times the RMS of the weight it adapts (a fine-tune-sized update), so the same
+    seed gives the same update whatever the model."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=list(LORA_TARGETS))
+        peft_model = get_peft_model(copy.deepcopy(model), config)
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if isinstance(module, LoraLayer):
+                B, A = module.lora_B["default"].weight, module.lora_A["default"].weight
+                B.mul_(relative * module.get_base_layer().weight.pow(2).mean().sqrt() / (B @ A).pow(2).mean().sqrt())
+                module.set_scale("default", scale)
+    return peft_model.merge_and_unload()
