@@ -14,6 +14,12 @@ Constructions (layers 0-1 = the lowest group; B0 the lexical base, fixed):
   B0 + B planted, each verb in each (layer, kv head) with probability ``--p-head``; key neighbours
   never instruction verbs unless ``--keys-may-be-verbs`` (then a verb of A can gain pairs as the key
   of a B plant, so the realised tuned model does gain instruction-verb pairs: see the docs).
+* ``split-per-head``: as ``split``, but every (layer, kv head) draws its own halves, so each verb
+  is on the base side in about half of its heads: no verb and no half of the verbs has a direction
+  in the realised models (the per-seed ``split`` gives one half a direction: see the docs).
+* ``tilted`` (power of a two-way effect): base = B0 + every instruction verb planted with
+  ``--p-base``, tuned = B0 + every instruction verb planted with ``--p-head`` (independent draws),
+  noise on both: instruction verbs both gain and lose pairs, gaining in more heads.
 * ``noise``: base = B0, tuned = B0 + Gaussian noise on W_Q/W_K of layers 0-1 at ``--rel`` times each
   matrix's RMS (not exchangeable: a verb absent from the base lists can only gain).
 * ``planted``: base = B0 + noise, tuned = B0 + every instruction verb planted with ``--p-head`` +
@@ -61,19 +67,24 @@ def clopper_pearson(k: int, n: int, alpha: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("construction", choices=["shuffle", "split", "noise", "planted"])
+    ap.add_argument("construction", choices=["shuffle", "split", "split-per-head", "tilted", "noise", "planted"])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--size", choices=sorted(SIZES), default="big")
     ap.add_argument("--rel", type=float, default=1.0, help="noise, times each W_Q/W_K matrix's RMS entry")
     ap.add_argument("--p-head", type=float, default=0.5)
+    ap.add_argument("--p-base", type=float, default=0.2, help="tilted: the base side's planting probability")
+    ap.add_argument("--specific", type=int, default=0, metavar="K",
+                    help="tilted/planted/split-per-head: project the control verbs' top K embedding directions out of each "
+                         "plant's query direction (a plant specific to instruction verbs)")
     ap.add_argument("--keys-may-be-verbs", action="store_true")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--min-head-support", type=int, default=10)
     ap.add_argument("--json", default=None, help="write the per-seed rows and the summary here")
     args = ap.parse_args(argv)
 
-    from lexical import BIG, PairLister, add_layer_noise, lexical_model, lexical_vocab, plant_random_heads
+    from lexical import (BIG, PairLister, add_layer_noise, lexical_model, lexical_vocab, plant_random_heads,
+                         plant_split_per_head, verb_subspace)
 
     from shiftcheck.probes import attention as at
     from shiftcheck.probes import words
@@ -87,11 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     cv = words.control_verbs().words
     not_keys = frozenset() if args.keys_may_be_verbs else frozenset(iv)
     rb0 = lister.result(base, layers)
+    avoid = verb_subspace(base, tok, cv, args.specific) if args.specific else None
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
         mb, mt = copy.deepcopy(base), copy.deepcopy(base)
-        if args.construction in ("split", "shuffle"):
+        if args.construction in ("split-per-head", "tilted"):
+            if args.construction == "split-per-head":
+                plant_split_per_head(mb, mt, tok, kv, iv, layers, args.p_head, 1000 + seed, not_keys=not_keys,
+                                     avoid=avoid)
+            else:
+                plant_random_heads(mb, tok, kv, iv, layers, args.p_base, 1000 + seed, not_keys=not_keys, avoid=avoid)
+                plant_random_heads(mt, tok, kv, iv, layers, args.p_head, 2000 + seed, not_keys=not_keys, avoid=avoid)
+            if args.rel:
+                add_layer_noise(mb, layers, args.rel, 3000 + seed)
+                add_layer_noise(mt, layers, args.rel, 4000 + seed)
+            rb = lister.result(mb, layers)
+        elif args.construction in ("split", "shuffle"):
             perm = list(rng.permutation(iv))
             halves = (perm[: len(iv) // 2], perm[len(iv) // 2 :]) if args.construction == "split" else (iv, iv)
             plant_random_heads(mb, tok, kv, halves[0], layers, args.p_head, 1000 + seed, not_keys=not_keys)
@@ -105,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             rb = rb0
         else:
             add_layer_noise(mb, layers, args.rel, 3000 + seed)
-            plant_random_heads(mt, tok, kv, iv, layers, args.p_head, 2000 + seed, not_keys=not_keys)
+            plant_random_heads(mt, tok, kv, iv, layers, args.p_head, 2000 + seed, not_keys=not_keys, avoid=avoid)
             add_layer_noise(mt, layers, args.rel, 4000 + seed)
             rb = lister.result(mb, layers)
         rt = lister.result(mt, layers)
@@ -121,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {"construction": args.construction, "size": args.size, "rel": args.rel, "p_head": args.p_head,
-               "keys_may_be_verbs": args.keys_may_be_verbs, "clusters_in_group": len(layers) * base.config.num_key_value_heads,
+               "p_base": args.p_base if args.construction == "tilted" else None,
+               "keys_may_be_verbs": args.keys_may_be_verbs, "specific": args.specific, "clusters_in_group": len(layers) * base.config.num_key_value_heads,
                "seconds": round(time.time() - t0, 1)}
     return finish(summary, rows, args.alpha, args.json)
 

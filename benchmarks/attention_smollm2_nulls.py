@@ -9,7 +9,8 @@ docs/ATTENTION.md, not a CI test (about a minute per seed on one core).
 Construction per seed (``--construction``): ``shuffle`` (default): base = SmolLM2 + every instruction
 verb planted in random heads, tuned = SmolLM2 + every instruction verb planted in other, independent
 random heads; ``split``: the verbs split at random into halves A and B, base = SmolLM2 + A planted,
-tuned = SmolLM2 + B planted. Planting a group of at most 5 verbs in a
+tuned = SmolLM2 + B planted; ``split-per-head``: every (layer, kv head) draws its own halves, so no
+verb has a direction. Planting a group of at most 5 verbs in a
 (layer, kv head) sets two dimensions of that key/value head and of its query heads: the query rows
 point along the mean word vector (METHODS §2.1) of the verbs, the key rows along the mean word vector
 of their GloVe neighbours (4 per verb, never an instruction verb), each row at the layer's median
@@ -46,9 +47,21 @@ def load_smollm2():
     return model, tokenizer, gguf.name
 
 
-def plant(model, views, E_w: torch.Tensor, ws, index: dict[str, int], verbs: list[str], layers: list[int],
+def split_per_head(verbs: list[str], layers: list[int], n_kv: int, seed: int) -> tuple[dict, dict]:
+    """(base halves, tuned halves): for every (layer, kv head) its own random split of ``verbs``."""
+    rng = np.random.default_rng(seed)
+    base, tuned = {}, {}
+    for layer in layers:
+        for kvh in range(n_kv):
+            perm = list(rng.permutation(verbs))
+            base[layer, kvh], tuned[layer, kvh] = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    return base, tuned
+
+
+def plant(model, views, E_w: torch.Tensor, ws, index: dict[str, int], verbs: list[str] | dict, layers: list[int],
           p_head: float, not_keys: set[int], seed: int) -> None:
-    """Plant groups of verbs into random (layer, kv head)s of ``layers`` (see the module doc)."""
+    """Plant groups of verbs into random (layer, kv head)s of ``layers`` (see the module doc);
+    ``verbs`` may map each (layer, kv head) to its own verb list."""
     rng = np.random.default_rng(seed)
     d_head, n_heads, n_kv = views.d_head, views.n_heads, views.n_kv_heads
     per_kv = n_heads // n_kv
@@ -62,7 +75,8 @@ def plant(model, views, E_w: torch.Tensor, ws, index: dict[str, int], verbs: lis
             q_norm = attn.q_proj.weight.norm(dim=1).median().double()
             k_norm = attn.k_proj.weight.norm(dim=1).median().double()
             for kvh in range(n_kv):
-                chosen = [v for v in verbs if rng.random() < p_head]
+                pool = verbs[layer, kvh] if isinstance(verbs, dict) else verbs
+                chosen = [v for v in pool if rng.random() < p_head]
                 groups = [chosen[i : i + 5] for i in range(0, len(chosen), 5)]
                 dims = rng.permutation(d_head)
                 for k, group in enumerate(groups[: d_head // 2]):
@@ -82,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--p-head", type=float, default=0.5)
-    ap.add_argument("--construction", choices=["shuffle", "split"], default="shuffle")
+    ap.add_argument("--construction", choices=["shuffle", "split", "split-per-head"], default="shuffle")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -126,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         t1 = time.time()
         perm = list(np.random.default_rng(seed).permutation(iv))
-        halves = (perm[: len(iv) // 2], perm[len(iv) // 2 :]) if args.construction == "split" else (iv, iv)
+        halves = ((perm[: len(iv) // 2], perm[len(iv) // 2 :]) if args.construction == "split" else
+                  split_per_head(iv, layers, views.n_kv_heads, 5000 + seed) if args.construction == "split-per-head"
+                  else (iv, iv))
         restore()
         plant(model, views, E_w, ws, index, halves[0], layers, args.p_head, not_keys, 1000 + seed)
         base = lists("base")

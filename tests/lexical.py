@@ -78,14 +78,16 @@ def add_noise(model, norm: float, seed: int = 0) -> None:
 
 def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 5, scale: float = 4.0,
                          seed: int = 0, verbs: list[str] | None = None, kv_heads: list[int] | None = None,
-                         not_keys: frozenset[str] = frozenset()) -> float:
+                         not_keys: frozenset[str] = frozenset(), avoid: "torch.Tensor | None" = None) -> float:
     """Finding 2's planted truth: in every head of ``layer``, pairs of query/key dimensions are set so
     that a small group of instruction verbs are the query words and their GloVe neighbours the key
     words (two dimensions per group, so each pair is seen twice: §2.5 keeps pairs counted >= 2).
     By default every instruction verb of the vocabulary gets such a group in every head; ``verbs``
     and ``kv_heads`` restrict the plant to those verbs and to the query heads of those key/value
-    heads; words in ``not_keys`` are never chosen as key neighbours. Returns the Frobenius norm of
-    the edit."""
+    heads; words in ``not_keys`` are never chosen as key neighbours. ``avoid`` (orthonormal rows in
+    embedding space, see :func:`verb_subspace`) is projected out of the query direction, so the
+    plant does not also raise every word that merely looks like a verb. Returns the Frobenius norm
+    of the edit."""
     from shiftcheck.probes.models.architectures import WeightViews
 
     views = WeightViews(model)
@@ -117,6 +119,8 @@ def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 
                 sims[:, excluded] = -1
                 neighbours = sims.topk(4, dim=1).indices.flatten().unique()
                 q_dir, k_dir = E[ids].mean(0), E[neighbours].mean(0)
+                if avoid is not None:
+                    q_dir = q_dir - avoid.T @ (avoid @ q_dir)
                 for d in dims[2 * k : 2 * k + 2]:  # one neuron = the same dimension of a query head and its kv head
                     attn.k_proj.weight[kvh * d_head + d] = (scale * k_dir / k_dir.norm() / g).float()
                     for h in range(kvh * per_kv, (kvh + 1) * per_kv):
@@ -131,6 +135,15 @@ def plant_verb_relations(model, tokenizer, kv, layer: int = 0, per_group: int = 
 BIG = {"d_model": 256, "n_layers": 8, "n_heads": 16, "n_kv_heads": 8, "d_mlp": 64}  # g0 = layers 0-1: 16 clusters
 
 
+def verb_subspace(model, tokenizer, verbs: list[str], k: int) -> torch.Tensor:
+    """The top ``k`` right singular vectors (uncentred) of ``verbs``' input embeddings, as rows: the
+    directions that all verbs share, which a specific plant leaves out of its query direction."""
+    vocab = tokenizer.get_vocab()
+    E = model.get_input_embeddings().weight.detach().double()
+    rows = E[[vocab[v] for v in verbs if v in vocab]]
+    return torch.linalg.svd(rows, full_matrices=False).Vh[:k]
+
+
 def add_layer_noise(model, layers: list[int], rel: float, seed: int) -> None:
     """Gaussian noise on W_Q/W_K of ``layers``, ``rel`` times each matrix's RMS entry (the SmolLM2
     measurement's construction, PROBE_NOTES)."""
@@ -143,7 +156,8 @@ def add_layer_noise(model, layers: list[int], rel: float, seed: int) -> None:
 
 
 def plant_random_heads(model, tokenizer, kv, verbs: list[str], layers: list[int], p_head: float, seed: int,
-                       scale: float = 4.0, not_keys: frozenset[str] = frozenset()) -> None:
+                       scale: float = 4.0, not_keys: frozenset[str] = frozenset(),
+                       avoid: torch.Tensor | None = None) -> None:
     """Each verb of ``verbs`` planted (as :func:`plant_verb_relations` does) in a random subset of the
     key/value heads of ``layers``: each (layer, kv head) takes each verb with probability ``p_head``."""
     from shiftcheck.probes.models.architectures import WeightViews
@@ -155,7 +169,29 @@ def plant_random_heads(model, tokenizer, kv, verbs: list[str], layers: list[int]
             chosen = [v for v in verbs if rng.random() < p_head]
             if chosen:
                 plant_verb_relations(model, tokenizer, kv, layer=layer, scale=scale, seed=int(rng.integers(1 << 30)),
-                                     verbs=chosen, kv_heads=[kvh], not_keys=not_keys)
+                                     verbs=chosen, kv_heads=[kvh], not_keys=not_keys, avoid=avoid)
+
+
+def plant_split_per_head(base, tuned, tokenizer, kv, verbs: list[str], layers: list[int], p_head: float, seed: int,
+                         scale: float = 4.0, not_keys: frozenset[str] = frozenset(),
+                         avoid: torch.Tensor | None = None) -> None:
+    """A null with no direction for any verb: each (layer, kv head) splits ``verbs`` at random into two
+    halves, one half goes into ``base``, the other into ``tuned`` (each verb of its half with
+    probability ``p_head``). A fresh split per head means every verb is planted on the base side in
+    about half of its heads, so no verb and no half of the verbs gains on average."""
+    from shiftcheck.probes.models.architectures import WeightViews
+
+    n_kv = WeightViews(base).n_kv_heads
+    rng = np.random.default_rng(seed)
+    for layer in layers:
+        for kvh in range(n_kv):
+            perm = list(rng.permutation(verbs))
+            for model, half in ((base, perm[: len(perm) // 2]), (tuned, perm[len(perm) // 2 :])):
+                chosen = [v for v in half if rng.random() < p_head]
+                if chosen:
+                    plant_verb_relations(model, tokenizer, kv, layer=layer, scale=scale,
+                                         seed=int(rng.integers(1 << 30)), verbs=chosen, kv_heads=[kvh],
+                                         not_keys=not_keys, avoid=avoid)
 
 
 class PairLister:
