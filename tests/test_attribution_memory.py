@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shiftcheck.fixtures.options import OPTIONS, parse_value
-from shiftcheck.probes.importance.memory import (RUNTIME, Dims, base_bytes, chunk_for_budget, dims_of, head_bytes,
-                                                 peak_bytes, row_bytes)
+from shiftcheck.probes.importance.memory import (CPU_CAP, PASS_FLOP, RUNTIME, Dims, base_bytes, chunk_for_budget,
+                                                 cpu_cap, dims_of, head_bytes, peak_bytes, row_bytes, row_flop)
 
 OPTION = next(o for o in OPTIONS if o.name == "attribution_memory")
 
@@ -68,6 +68,26 @@ def test_a_planted_shape_gives_the_rows_counted_by_hand():
     assert chunk_for_budget(d, "jvp", RUNTIME + 7 * row - 1, cap=64) == 6
     assert chunk_for_budget(d, "jvp", 1, cap=64) == 1  # below one row: the loop's footprint
     assert chunk_for_budget(None, "vjp", 1, cap=16) == 16  # no sizes known: the cap
+
+
+@settings(max_examples=100, deadline=None)
+@given(d=dims, path=st.sampled_from(["vjp", "jvp"]), longer=st.integers(1, 4096))
+def test_a_cpu_pass_is_short_enough_for_progress_and_longer_sequences_never_get_more_rows(d, path, longer):
+    cap = cpu_cap(d, path)
+    assert 1 <= cap <= CPU_CAP
+    assert cap == 1 or cap * row_flop(d, path) <= PASS_FLOP
+    bigger = Dims(**{**d.__dict__, "seq_len": d.seq_len + longer})
+    assert cpu_cap(bigger, path) <= cap
+
+
+def test_a_planted_shape_gives_the_pass_length_counted_by_hand():
+    # S = 100, L = 10, D = 256, F = 1024: a reverse row is 100·10·(8·65536 + 6·262144 + 4·100·256) FLOP
+    d = Dims(seq_len=100, resp_len=50, d_model=256, d_ff=1024, n_heads=4, n_layers=10, vocab=1000)
+    reverse = 100 * 10 * (524288 + 1572864 + 102400)
+    assert row_flop(d, "vjp") == reverse and row_flop(d, "jvp") == 1.5 * reverse
+    assert cpu_cap(d, "vjp") == min(16, int(150e9 // reverse)) == 16  # 2.2 GFLOP a row: the cap binds
+    d_long = Dims(**{**d.__dict__, "seq_len": 4000})  # 4000·10·(…+4·4000·256): 255 GFLOP a row
+    assert cpu_cap(d_long, "vjp") == 1
 
 
 def test_dims_come_from_llama_and_gpt2_configs():

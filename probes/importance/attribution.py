@@ -128,11 +128,14 @@ def default_budget(model: torch.nn.Module) -> tuple[int, int]:
 
 def pick_chunk(model: torch.nn.Module, seq_len: int, resp_len: int, path: str, chunk: int | None,
                budget: int | None, through_logits: bool = False) -> int:
-    """An explicit chunk wins; else rows per pass from ``budget`` bytes (default: :func:`default_budget`)."""
+    """An explicit chunk wins; else rows per pass from ``budget`` bytes (default: :func:`default_budget`),
+    on a CPU also short enough to report progress often (memory.cpu_cap)."""
     if chunk:
         return chunk
     default, cap = default_budget(model)
     dims = memory.dims_of(getattr(model, "config", None), seq_len, resp_len)
+    if next(model.parameters()).device.type != "cuda":
+        cap = memory.cpu_cap(dims, path)
     return memory.chunk_for_budget(dims, path, default if budget is None else budget, cap, through_logits)
 
 

@@ -24,8 +24,17 @@ cotangent G, ×4 buffers) and the check of the seam on S rows (×2) come and go 
 start, so they meet the rows' memory in a max, not a sum; they are per instance and not chunked (the
 loop holds as much). The constants are upper estimates fitted to peaks measured at S = 71 and S = 271
 (docs/BENCHMARKS.md, "Attribution memory"). A budget below base + one row cannot be honoured: the
-pass then carries one row, the loop's footprint. ``cap`` bounds the chunk from above: batching past
-16 rows gains nothing measurable on a CPU, and smaller passes report progress more often.
+pass then carries one row, the loop's footprint. ``cap`` bounds the chunk from above: 512 on CUDA; on a CPU 16 (batching past it gains nothing
+measurable) and fewer when a pass would be long, because progress is reported once per pass and the
+suite must show progress at least every 10 s. A pass's length is estimated from its matmul work,
+deterministically (a measured clock would make the chunking, and so the float rounding, vary from
+run to run):
+
+    row FLOP   VJP: S·L·(8D² + 6DF + 4SD)      JVP: 1.5 × that
+    cpu cap    clamp(PASS_FLOP // row FLOP, 1, 16),   PASS_FLOP = 1.5e11
+
+Measured single-threaded on the shared box: 25 to 28 GFLOP/s for reverse-mode rows (the issue's
+random Llama and SmolLM2), so a pass is about 5 to 6 s.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Any
 BYTES = 4  # the maths is float32 whatever the storage dtype (precision.py)
 CPU_BUDGET = 1 << 30  # default on a CPU: 1 GiB above the loaded model
 CPU_CAP = 16  # rows per pass on a CPU (docs/BENCHMARKS.md: chunk 16 vs 64 changes CPU time by a few %)
+PASS_FLOP = 150e9  # about 5-6 s of one CPU thread: a pass reports progress well inside 10 s
 CUDA_CAP = 512
 
 
@@ -91,6 +101,21 @@ def head_bytes(d: Dims) -> int:
 def peak_bytes(d: Dims, path: str, chunk: int, through_logits: bool = False) -> int:
     """The estimated peak above the loaded model of one attribution at ``chunk`` rows per pass."""
     return base_bytes(d, path) + max(head_bytes(d), chunk * row_bytes(d, path, through_logits))
+
+
+def row_flop(d: Dims, path: str) -> float:
+    """Matmul work of one row: a reverse row is one trunk backward to the input (about one forward),
+    a forward-mode row one tangent forward (measured about 1.5 × a reverse row)."""
+    S, L, D, F = d.seq_len, d.n_layers, d.d_model, d.d_ff
+    reverse = S * L * (8 * D * D + 6 * D * F + 4 * S * D)
+    return 1.5 * reverse if path == "jvp" else float(reverse)
+
+
+def cpu_cap(d: Dims | None, path: str) -> int:
+    """Rows per pass on a CPU: at most CPU_CAP, and few enough that a pass is about PASS_FLOP."""
+    if d is None:
+        return CPU_CAP
+    return int(max(1, min(CPU_CAP, PASS_FLOP // row_flop(d, path))))
 
 
 def chunk_for_budget(d: Dims | None, path: str, budget: int, cap: int, through_logits: bool = False) -> int:
