@@ -307,6 +307,12 @@ class PairRunner:
             self._plan_done = True
         return computed
 
+    def ensure_plan(self) -> None:
+        """The plan computed (once): a caller about to read planned units of one checkpoint from
+        another runner (the release artifact's) gets them from the cache, not from a second load."""
+        if self.plan and not self._plan_done:
+            self.run_plan()
+
     def _order(self, probes: Sequence[Probe]) -> tuple[CheckpointRef, CheckpointRef]:
         """Base then tuned, unless a probe's base units read its tuned units (``reference_first``,
         the KL preflight of probes/release/kl.py): then tuned first."""

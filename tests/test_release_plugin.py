@@ -68,7 +68,8 @@ def test_release_checks_of_findings_2_and_3_in_a_run(pytester: pytest.Pytester, 
     by_check = {e["group"]: e for e in results["findings"] if e["finding"] == "release_matches_its_source"}
     assert by_check["user_task_concepts_rise_after_tuning"]["outcome"] == "fail"
     assert by_check["instruction_verbs_gain_pairs_in_the_low_layers"]["outcome"] == "skipped"
-    assert results["context"]["release_artifact"]["loads"] == {"artifact": 1, "tuned": 1}
+    assert results["context"]["release_artifact"]["loads"] == {"artifact": 1, "tuned": 0}  # the source: the main run's load
+    assert results["loads"] == {"base": 1, "tuned": 1}
     report = (pytester.path / "shiftcheck-report" / "report.md").read_text()
     assert "finding 3 FFN subspaces (top 48), min over layers of mean cos² 0.89" in report
     assert "instruction_verbs_gain_pairs_in_the_low_layers: skipped, toy scale" in report
