@@ -174,26 +174,32 @@ PROGRESS_EVERY_S = 3.0  # one attribution pass can take tens of seconds on a CPU
 
 class _TokenProgress:
     """Counts attributed response tokens over all prompts and reports ``(stage, done, total)`` at
-    most every PROGRESS_EVERY_S seconds, and always at the end of each prompt."""
+    most every PROGRESS_EVERY_S seconds. A unit that finishes sooner reports nothing (a CI log would
+    otherwise get a line per prompt on small models); one that reported closes with done == total,
+    which also closes its tqdm bar."""
 
     def __init__(self, progress: Callable[[str, int, int], None], total: int) -> None:
         self._progress, self._total = progress, total
         self._done = 0.0
         self._last = time.perf_counter()
+        self._reported = False
 
     def add(self, k: float) -> None:
         self._done += k
         if time.perf_counter() - self._last >= PROGRESS_EVERY_S:
-            self.report()
+            self._report()
 
     def settle(self, done: int) -> None:
         """End of one prompt: the count is exact again (forward-mode fractions summed)."""
         self._done = float(done)
-        self.report()
+        due = time.perf_counter() - self._last >= PROGRESS_EVERY_S
+        if due or (done >= self._total and self._reported):
+            self._report()
 
-    def report(self) -> None:
+    def _report(self) -> None:
         self._last = time.perf_counter()
         if self._total:
+            self._reported = True
             self._progress(ATTRIBUTE_STAGE, min(self._total, int(self._done)), self._total)
 
 
@@ -209,7 +215,8 @@ def run_importance(
 
     ``progress(stage, done, total)``: stage "generate" after each generation batch (in prompts);
     stage :data:`ATTRIBUTE_STAGE` as attribution passes finish, counted in response tokens over all
-    prompts (one prompt on a 135M model takes tens of seconds, so per-prompt counts were too coarse).
+    prompts (one prompt on a 135M model takes tens of seconds, so per-prompt counts were too coarse),
+    at most every PROGRESS_EVERY_S seconds and not at all for a unit that finishes sooner.
     """
     _check_fp32(model)
     encodings = [encode_prompt(tokenizer, pr, config.chat_template) for pr in prompts]
@@ -225,8 +232,6 @@ def run_importance(
     )
     responses = [strip_response(tokenizer, r) for r in responses]  # idempotent; gives the true total
     tokens = _TokenProgress(progress, sum(len(r) for r in responses)) if progress is not None else None
-    if tokens is not None:
-        tokens.report()
     instances, finished = [], 0
     grad_ctx = torch.enable_grad() if not torch.is_grad_enabled() else nullcontext()
     with grad_ctx:
