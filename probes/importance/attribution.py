@@ -116,9 +116,9 @@ def run_chunked(n_items: int, chunk: int, work: Callable[[int, int], None], what
 
 def default_budget(model: torch.nn.Module) -> tuple[int, int]:
     """(budget bytes, rows cap) when ``--attribution-memory`` is not given: half the accelerator's
-    free memory on CUDA (what the chunk was sized from before), 1 GiB on a CPU (a shared box's RAM
-    is not ours to take; at the shipped shapes it allows the cap, so the default changes nothing
-    there; memory.py)."""
+    free memory on CUDA (what the chunk was sized from before), 1 GiB on a CPU (before, a CPU pass
+    took 64 rows whatever they cost, 6.4 GB on the issue's shape; a shared box's RAM is not ours to
+    take, and at the shipped shapes the CPU rows cap binds before 1 GiB does; memory.py)."""
     param = next(model.parameters())
     if param.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(param.device)
