@@ -16,7 +16,10 @@ measure their verdicts. World bytes depend on the machine's float kernels and th
 
 
 def _world_build(args: argparse.Namespace) -> int:
+    from shiftcheck.probes.runner import quiet_loading
     from shiftcheck.probes.world.build import MODEL_NAMES, WorldConfig, build_world
+
+    quiet_loading()  # transformers' per-tensor bars would break up the training log
 
     config = WorldConfig(seed=args.seed, num_threads=args.threads)
     manifest = build_world(config, Path(args.out), progress=say if args.verbose else None, overwrite=args.force)
@@ -31,7 +34,10 @@ def _world_build(args: argparse.Namespace) -> int:
 
 
 def _world_verdicts(args: argparse.Namespace) -> int:
+    from shiftcheck.probes.runner import quiet_loading
     from shiftcheck.probes.world.build import WorldConfig, build_world, load_manifest
+
+    quiet_loading()
     from shiftcheck.probes.world.verdicts import world_verdicts
 
     work = Path(args.work_dir)
