@@ -184,15 +184,22 @@ def head_cotangent(head: torch.nn.Module, h_rows: torch.Tensor, targets: torch.T
     return G, logp.detach()
 
 
-def _seam_reproduces_logits(model: torch.nn.Module, head: torch.nn.Module, E: torch.Tensor,
-                            h_rows: torch.Tensor, rows: slice) -> bool:
+def _seam_holds(head: torch.nn.Module, h_rows: torch.Tensor, logits_rows: torch.Tensor) -> bool:
     """Does head(h) give the model's own logits? False for models that transform logits after the
-    head (soft-capping, logit scales) or whose trunk output is not what the head reads: those take
-    the through-logits paths, which are exact for any model. Costs one forward per instance."""
+    head (soft-capping, logit scales) or whose h is not what the head reads: those take the
+    through-logits paths, which are exact for any model."""
     with torch.no_grad():
-        ref = model(inputs_embeds=E.detach()[None]).logits[0, rows].float()
         got = head(h_rows.detach()).float()
+    ref = logits_rows.detach().float()
     return bool((got - ref).abs().max() <= 1e-4 * (ref.abs().max() + 1e-6))
+
+
+def hidden_and_logits(model: torch.nn.Module, E: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward of the whole model: h (seq_len, d_model), its last hidden state with the graph to
+    E (in transformers' causal LMs the final-normed state the head reads; :func:`_seam_holds` checks
+    it), and the model's own logits on ``rows``, detached."""
+    out = model(inputs_embeds=E[None], output_hidden_states=True)
+    return out.hidden_states[-1][0], out.logits[0, rows].detach()
 
 
 def _rows(enc: PromptEncoding, seq_len: int) -> slice:
@@ -231,7 +238,8 @@ def importance_vjp(
     model: torch.nn.Module, enc: PromptEncoding, response_ids: Sequence[int], chunk: int | None = None,
     budget: int | None = None, rows_done: RowsDone | None = None,
 ) -> np.ndarray:
-    """Reverse mode: ONE forward pass to h, then batched vector-Jacobian products from h to E.
+    """Reverse mode: ONE forward pass (h and the logits that check the seam), then batched
+    vector-Jacobian products from h to E.
 
     Row r of the cotangent batch is G_j at position N + j and zero elsewhere, so grad row r =
     d log p_j / dE; multiplied by p_j it is d p_j / dE. ``rows_done(k)`` after each pass of k
@@ -245,8 +253,8 @@ def importance_vjp(
     ids = build_sequence(enc, response_ids)
     pos, rows = _positions(enc), _rows(enc, len(ids))
     E = input_embeddings(model, ids).requires_grad_(True)
-    h = final_hidden(trunk, E)  # (seq_len, d_model), with its graph to E
-    if not _seam_reproduces_logits(model, head, E, h[rows], rows):
+    h, logits_rows = hidden_and_logits(model, E, rows)  # h (seq_len, d_model), with its graph to E
+    if not _seam_holds(head, h[rows], logits_rows):
         del h
         return vjp_through_logits(model, enc, response_ids, chunk, budget, rows_done)
     G, logp = head_cotangent(head, h[rows], ids[pos.stop :].to(h.device))
@@ -336,9 +344,10 @@ def importance_jvp(
     ids = build_sequence(enc, response_ids)
     pos, rows = _positions(enc), _rows(enc, len(ids))
     E = input_embeddings(model, ids)
-    with torch.no_grad():
+    with torch.no_grad():  # the tangents below run through the trunk: check the trunk's own h
         h_rows = final_hidden(trunk, E)[rows]
-    if not _seam_reproduces_logits(model, head, E, h_rows, rows):
+        logits_rows = model(inputs_embeds=E[None]).logits[0, rows]
+    if not _seam_holds(head, h_rows, logits_rows):
         return jvp_through_logits(model, enc, response_ids, chunk, budget, rows_done)
     G, logp = head_cotangent(head, h_rows, ids[pos.stop :].to(E.device))
     p = torch.exp(logp)
