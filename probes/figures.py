@@ -9,6 +9,16 @@ from pathlib import Path
 import numpy as np
 
 
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (its folder made) and free it: a report can draw dozens."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
 def _pyplot():
     import matplotlib
 
@@ -78,11 +88,7 @@ def saliency_map(
     ax.set_ylabel("prompt token (instruction in red)")
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="level S")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float] | None:
@@ -134,11 +140,7 @@ def score_distributions(
     ax.set_ylabel("instruction importance density")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def verb_shares_by_group(groups: Mapping[str, Mapping[str, Sequence[float]]], threshold: float, path: Path) -> Path:
@@ -156,11 +158,7 @@ def verb_shares_by_group(groups: Mapping[str, Mapping[str, Sequence[float]]], th
     ax.set_ylabel("share of changed heads\nwith more pairs (tuned)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def layer_bin_label(g: int, group: int, n_layers: int | None) -> str:
@@ -194,11 +192,7 @@ def ffn_level_distribution(levels: Mapping[str, Mapping[str, Sequence[float]]], 
         ax.set_ylabel("% of explainable components")
         ax.set_title(model, fontsize=9)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def per_layer_lines(series: Mapping[str, Sequence[float]], ylabel: str, path: Path) -> Path:
@@ -211,11 +205,7 @@ def per_layer_lines(series: Mapping[str, Sequence[float]], ylabel: str, path: Pa
     ax.set_ylabel(ylabel)
     if len(series) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def ffn_cumulative_variance(cumulative: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
@@ -229,8 +219,4 @@ def ffn_cumulative_variance(cumulative: Mapping[str, Mapping[str, Sequence[float
     ax.set_xlabel("number of components")
     ax.set_ylabel("cumulative explained variance")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
