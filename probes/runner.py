@@ -12,6 +12,12 @@ weights, and runs probes on the base (then frees it) and then on the tuned model
 is resident at a time. Given a *plan* (every probe the run needs), its first :meth:`PairRunner.run`
 computes every planned probe's missing units while each checkpoint is resident, so each checkpoint
 is loaded at most once per process whatever the number of probes; later calls read the cache.
+
+A :class:`Gate` takes a verdict at the start of the second model's pass: its probe's units run
+there first, and when the verdict holds (the KL preflight finds that two different files behave
+identically) the units of the probes it names are not computed on that model at all
+(:attr:`PairRunner.skipped` says which and why; :meth:`PairRunner.run` then raises
+:class:`GateSkipped` for them instead of loading the checkpoint again).
 """
 
 from __future__ import annotations
@@ -205,6 +211,25 @@ def _free(checkpoint: Checkpoint | None) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Gate:
+    """A verdict taken at the start of the second model's pass, before its other work.
+
+    The units of the planned probe named ``probe`` run first on the second model; ``verdict`` gets
+    that probe's combined result on it and returns a reason, or None. With a reason, the units of
+    the planned probes named in ``skips`` are not computed on the second model (their work there
+    would only serve claims the verdict already decides); every other probe runs as planned.
+    """
+
+    probe: str
+    skips: frozenset[str]
+    verdict: Callable[[object], str | None]
+
+
+class GateSkipped(RuntimeError):
+    """A probe's units on one model were skipped by the run's :class:`Gate` (the message says why)."""
+
+
 @dataclass
 class PairRunner:
     """Runs probes on a base/tuned pair through the cache, one model resident at a time.
@@ -212,7 +237,9 @@ class PairRunner:
     ``plan`` holds every probe the run will ask for: the first :meth:`run` computes all their missing
     units (base, free, tuned), so each checkpoint is loaded at most once in this process. ``loads``
     counts the loads per role and ``stages`` the seconds per stage (``inspect``, ``load base``,
-    ``importance base`` ...), for the run's record.
+    ``importance base`` ...), for the run's record. ``gate`` (optional) is checked at the start of
+    the second model's pass; ``skipped`` maps each probe it skipped to ``{"model", "reason",
+    "units"}``.
     """
 
     base: CheckpointRef
@@ -223,6 +250,8 @@ class PairRunner:
     plan: tuple[Probe, ...] = ()
     loads: dict[str, int] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
+    gate: Gate | None = None
+    skipped: dict[str, dict] = field(default_factory=dict)
     _info: PairInfo | None = field(default=None, repr=False)
     _inspected: dict = field(default_factory=dict, repr=False)
     _plan_done: bool = field(default=False, repr=False)
@@ -288,14 +317,35 @@ class PairRunner:
     def run_plan(self, share: tuple[int, int] | None = None) -> dict[str, dict[str, int]]:
         """Every planned probe's missing units, base then tuned, each model loaded at most once and
         freed before the other loads. With ``share=(k, n)`` only that share of the units. Returns
-        units computed per probe and role."""
+        units computed per probe and role.
+
+        With a :attr:`gate`, the second model's pass makes sure of the gate probe's units first and
+        then leaves out the probes its verdict skips. Split work makes sure of *every* gate unit in
+        every share, on both models (after its share of the rest on the first): the verdict needs
+        them all, each share must reach the same one, and the second model's gate units read the
+        first's. The local cache's lock has each computed once; a lock-free remote cache may compute
+        one twice (the KL costs a forward per prompt)."""
         self.check()
         computed: dict[str, dict[str, int]] = {}
-        for ref in self._order(self.plan):
+        gate = self._gate_probe()
+        for position, ref in enumerate(self._order(self.plan)):
             loaded: list[Checkpoint] = []
             seconds: dict[str, float] = {}
-            counts = run_units(self.plan, ref.label, ref.fingerprint, self.cache, self._loader(ref, loaded),
-                               self.progress, share, seconds)
+            load = self._loader(ref, loaded)
+            probes = list(self.plan)
+            counts: dict[str, int] = {}
+            if gate is not None and (position == 1 or share is not None):
+                probes = [p for p in probes if p is not gate]
+            if gate is not None and position == 1:
+                counts.update(run_units([gate], ref.label, ref.fingerprint, self.cache, load, self.progress, None,
+                                        seconds))
+                skips = self._gate_skips(gate, ref)
+                probes = [p for p in probes if p.name not in skips]
+            counts.update(run_units(probes, ref.label, ref.fingerprint, self.cache, load, self.progress, share,
+                                    seconds))
+            if gate is not None and position == 0 and share is not None:
+                counts.update(run_units([gate], ref.label, ref.fingerprint, self.cache, load, self.progress, None,
+                                        seconds))
             for name, n in counts.items():
                 computed.setdefault(name, {})[ref.label] = n
                 if share is None:
@@ -306,6 +356,26 @@ class PairRunner:
         if share is None:
             self._plan_done = True
         return computed
+
+    def _gate_probe(self) -> Probe | None:
+        if self.gate is None:
+            return None
+        return next((p for p in self.plan if p.name == self.gate.probe), None)
+
+    def _gate_skips(self, gate: Probe, ref: CheckpointRef) -> set[str]:
+        """The probes the gate's verdict skips on ``ref`` (recorded in :attr:`skipped`), from its units
+        just made sure of (read back from the cache)."""
+        entries = [self.cache.load(unit_key(gate, ref.fingerprint, unit)) for unit in gate.units()]
+        if any(e is None for e in entries):  # pragma: no cover - just stored; a cache that lost them
+            return set()
+        reason = self.gate.verdict(gate.combine(ref.label, entries))
+        if reason is None:
+            return set()
+        names = {p.name for p in self.plan if p.name in self.gate.skips}
+        for probe in self.plan:
+            if probe.name in names:
+                self.skipped[probe.name] = {"model": ref.label, "reason": reason, "units": len(list(probe.units()))}
+        return names
 
     def ensure_plan(self) -> None:
         """The plan computed (once): a caller about to read planned units of one checkpoint from
@@ -321,8 +391,9 @@ class PairRunner:
         return self.base, self.tuned
 
     def planned_keys(self) -> list:
+        """The cache key of every planned unit, less those the gate skipped."""
         return [unit_key(probe, ref.fingerprint, unit) for probe in self.plan for ref in (self.base, self.tuned)
-                for unit in probe.units()]
+                if self.skipped.get(probe.name, {}).get("model") != ref.label for unit in probe.units()]
 
     def await_plan(self, log: Callable[[str], None] | None = None, poll_s: float = 1.0, idle_s: float = 120.0) -> None:
         """After computing its share, wait while other processes compute theirs, so that this one
@@ -353,6 +424,10 @@ class PairRunner:
         self.check()
         if self.plan and not self._plan_done and share is None:
             self.run_plan()
+        skip = self.skipped.get(probe.name)
+        if skip is not None:
+            raise GateSkipped(f"{probe.name} was skipped on the {skip['model']} model ({skip['units']} units not "
+                              f"computed): {skip['reason']}")
         runs = {}
         for ref in self._order([probe]):
             loaded: list[Checkpoint] = []
