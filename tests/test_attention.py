@@ -80,6 +80,46 @@ def test_the_batched_probe_agrees_with_the_obvious_loops_gqa_included(seed):
         assert got == _reference_pairs(Hq[h], Hk[h], ws, has, 7), h
 
 
+def test_head_activations_are_the_word_vectors_times_each_heads_own_folded_weights():
+    """Hq/Hk read off the HF modules directly: q_proj/k_proj rows of each head, the input norm's
+    gain folded in, kv head h // (n_heads / n_kv_heads) for query head h."""
+    from builders import tiny_model
+    from shiftcheck.probes.models.architectures import WeightViews
+
+    model = tiny_model("llama", seed=5)  # 4 query heads, 2 kv heads
+    views = WeightViews(model)
+    layer = model.model.layers[1]
+    g = layer.input_layernorm.weight.detach().double()
+    E_w = torch.tensor(np.random.default_rng(5).normal(size=(9, views.d_model)))
+    n_heads, n_kv = model.config.num_attention_heads, model.config.num_key_value_heads
+    d_head = views.d_model // n_heads
+    Hq, Hk = at.head_activations(views, E_w, layer=1)
+    for h in range(n_heads):
+        Wq = layer.self_attn.q_proj.weight.detach().double()[h * d_head:(h + 1) * d_head].T * g[:, None]
+        kv = h // (n_heads // n_kv)
+        Wk = layer.self_attn.k_proj.weight.detach().double()[kv * d_head:(kv + 1) * d_head].T * g[:, None]
+        assert torch.allclose(Hq[h], E_w @ Wq, atol=1e-12), h
+        assert torch.allclose(Hk[h], E_w @ Wk, atol=1e-12), h
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 4), st.integers(1, 5), st.integers(3, 12))
+def test_the_random_control_draws_head_by_head_q_then_k(seed, n_heads, d_head, d_model):
+    """The batched control gives what a per-head loop on the same generator gives: its numbers
+    do not depend on the batching."""
+    gen = torch.Generator().manual_seed(seed)
+    Wq = torch.randn(n_heads, d_model, d_head, generator=gen, dtype=torch.float64)
+    Wk = torch.randn(n_heads, d_model, d_head, generator=gen, dtype=torch.float64)
+    E_w = torch.randn(7, d_model, generator=gen, dtype=torch.float64)
+    Rq, Rk = at.random_heads(Wq, Wk, E_w, torch.Generator().manual_seed(seed + 1))
+    loop = torch.Generator().manual_seed(seed + 1)
+    for h in range(n_heads):
+        for W, R in ((Wq[h], Rq[h]), (Wk[h], Rk[h])):
+            draw = torch.randn(W.shape, generator=loop, dtype=torch.float64)
+            expected = E_w @ (draw / draw.norm(dim=0) * W.norm(dim=0))
+            assert torch.allclose(R, expected, atol=1e-12)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.integers(5, 30), st.integers(2, 10))
 def test_thresholds_equal_a_direct_per_word_computation(seed, n, baseline):

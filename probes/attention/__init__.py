@@ -10,7 +10,7 @@ Reading order:
 """
 
 from shiftcheck.probes.attention.pairs import (AttentionConfig, NeuronPairs, WordSpace, energy_order, head_activations,
-                                               head_pairs, neuron_pairs, random_head, thresholds, word_space,
+                                               head_pairs, neuron_pairs, random_heads, thresholds, word_space,
                                                word_vectors)
 from shiftcheck.probes.attention.probe import CODE_VERSION, AttentionProbe, AttentionResult, head_pair_lists
 from shiftcheck.probes.attention.statistic import (FINDING, MIN_HEAD_SUPPORT, N_RESAMPLES, ClusterBootstrap,
@@ -21,7 +21,7 @@ from shiftcheck.probes.attention.statistic import (FINDING, MIN_HEAD_SUPPORT, N_
 
 __all__ = [
     "AttentionConfig", "NeuronPairs", "WordSpace", "energy_order", "head_activations", "head_pairs", "neuron_pairs",
-    "random_head", "thresholds", "word_space", "word_vectors", "CODE_VERSION", "AttentionProbe", "AttentionResult",
+    "random_heads", "thresholds", "word_space", "word_vectors", "CODE_VERSION", "AttentionProbe", "AttentionResult",
     "head_pair_lists", "FINDING", "MIN_HEAD_SUPPORT", "N_RESAMPLES", "ClusterBootstrap", "ClusterCounts",
     "VerbShares", "cluster_bootstrap", "cluster_counts", "frequency_stratum", "group_layers", "group_report",
     "heads_changed", "layer_group", "matching_weights", "mean_share", "pair_list_change", "table3_numbers",

@@ -82,14 +82,27 @@ def word_vectors(views: Any, tokenizer: Any, candidates: words.WordList) -> tupl
     return E, tokens.has_tokens
 
 
+def per_head(E_w: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """(n, n_words, d_head) = E_w @ W[h] for every head h of W (n, d_model, d_head), as ONE matmul
+    against the heads side by side: BLAS runs a (d_model, n·d_head) product about 1.6 times faster
+    than n narrow ones on one CPU core (the sums agree to rounding, ~1e-14 in float64)."""
+    n, d_model, d_head = W.shape
+    side_by_side = W.permute(1, 0, 2).reshape(d_model, n * d_head)
+    return (E_w @ side_by_side).reshape(E_w.shape[0], n, d_head).permute(1, 0, 2)
+
+
 def head_activations(views: Any, E_w: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hq, Hk: (n_heads, n_words, d_head) = E_w @ (W · g), norm gain folded, GQA expanded (§2.2)."""
+    """Hq, Hk: (n_heads, n_words, d_head) = E_w @ (W · g), norm gain folded, GQA expanded (§2.2).
+
+    Hk is computed once per key/value head and then repeated (as HF's ``repeat_kv``), not once per
+    query head: a third of the work on a 3-kv-head model such as SmolLM2."""
     from shiftcheck.probes.models.architectures import fold_norm_gain
 
     g = views.attn_norm_gain(layer).to(torch.float64)
     Wq = fold_norm_gain(views.W_Q(layer).to(torch.float64), g)  # (n_heads, d_model, d_head)
-    Wk = fold_norm_gain(views.W_K(layer, expand_gqa=True).to(torch.float64), g)
-    return E_w @ Wq, E_w @ Wk
+    Wk = fold_norm_gain(views.W_K(layer, expand_gqa=False).to(torch.float64), g)  # (n_kv_heads, ...)
+    Hk = per_head(E_w, Wk).repeat_interleave(Wq.shape[0] // Wk.shape[0], dim=0)
+    return per_head(E_w, Wq), Hk
 
 
 def energy_order(Hq: torch.Tensor, Hk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,11 +165,15 @@ def head_pairs(np_: NeuronPairs, lower_id: np.ndarray, min_count: int) -> np.nda
     return keys[counts >= min_count]
 
 
-def random_head(Hq_like: torch.Tensor, Wq: torch.Tensor, Wk: torch.Tensor, E_w: torch.Tensor,
-                rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chance-level control: Gaussian W_q/W_k with the real heads' column norms, on the same
-    word vectors. Wq/Wk: (d_model, d_head)."""
+def random_heads(Wq: torch.Tensor, Wk: torch.Tensor, E_w: torch.Tensor,
+                 rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chance-level control of every head: Gaussian W_q/W_k with the real heads' column norms,
+    on the same word vectors. Wq/Wk: (n_heads, d_model, d_head), GQA expanded; returns (Rq, Rk),
+    each (n_heads, n_words, d_head). The draws come q then k, head by head (the order of the
+    earlier per-head loop), so a generator seeded as before gives the same control."""
     def like(W: torch.Tensor) -> torch.Tensor:
         R = torch.randn(W.shape, generator=rng, dtype=W.dtype, device="cpu").to(W.device)
         return R / R.norm(dim=0, keepdim=True) * W.norm(dim=0, keepdim=True)
-    return E_w @ like(Wq), E_w @ like(Wk)
+    drawn = [(like(Wq[h]), like(Wk[h])) for h in range(Wq.shape[0])]
+    return per_head(E_w, torch.stack([q for q, _ in drawn])), per_head(E_w, torch.stack([k for _, k in drawn]))
+
