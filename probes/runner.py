@@ -227,7 +227,12 @@ class Gate:
 
 
 class GateSkipped(RuntimeError):
-    """A probe's units on one model were skipped by the run's :class:`Gate` (the message says why)."""
+    """A probe's units on one model were skipped by the run's :class:`Gate`; ``reason`` is the
+    gate's verdict as it gave it, and the message says which units were skipped."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -427,7 +432,7 @@ class PairRunner:
         skip = self.skipped.get(probe.name)
         if skip is not None:
             raise GateSkipped(f"{probe.name} was skipped on the {skip['model']} model ({skip['units']} units not "
-                              f"computed): {skip['reason']}")
+                              f"computed): {skip['reason']}", skip["reason"])
         runs = {}
         for ref in self._order([probe]):
             loaded: list[Checkpoint] = []

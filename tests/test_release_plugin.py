@@ -5,6 +5,7 @@ KL and a failing gate, and --baseline-update refuses to record the run."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -73,3 +74,70 @@ def test_release_checks_of_findings_2_and_3_in_a_run(pytester: pytest.Pytester, 
     report = (pytester.path / "shiftcheck-report" / "report.md").read_text()
     assert "finding 3 FFN subspaces (top 48), min over layers of mean cos² 0.89" in report
     assert "instruction_verbs_gain_pairs_in_the_low_layers: skipped, toy scale" in report
+
+
+@pytest.fixture(scope="module")
+def lexical_copy(tmp_path_factory):
+    """A 4-layer lexical model (findings 2 and 3 not toy scale) and the same weights in another
+    folder with one more file: two different files (fingerprints) that behave identically."""
+    from lexical import lexical_model, lexical_vocab, save_lexical
+
+    from shiftcheck.probes import words
+
+    root = tmp_path_factory.mktemp("lexical-copy")
+    kv = words.load_glove()
+    base = save_lexical(*lexical_model(kv, lexical_vocab(kv)), root / "base")
+    copy = root / "copy"
+    shutil.copytree(base, copy)
+    (copy / "NOTES.txt").write_text("the base, shipped again under another name\n")
+    return base, copy
+
+
+@pytest.mark.slow  # one suite run on a 4-layer, 3000-word pair: about a minute on the shared 2-core box
+def test_an_identical_pair_fails_the_shift_tests_before_the_base_attribution(pytester: pytest.Pytester, tmp_path,
+                                                                             lexical_copy):
+    """The KL runs first in the base's pass and says "identical": the base's attribution and pair
+    lists are never computed (the cache holds the tuned model's only), the three shift findings fail
+    at setup, finding 3's "unchanged" is still judged on the FFN, and each file is loaded once."""
+    from shiftcheck.probes.cache import ResultCache
+
+    for path in sorted(BEHAVIOUR.glob("test_*.py")):
+        shutil.copy(path, pytester.path / path.name)
+    pytester.makeini("[pytest]\n")
+    cache = tmp_path / "cache"
+    pytester._monkeypatch.setenv("SHIFTCHECK_CACHE", str(cache))
+    base, copy = lexical_copy
+    result = pytester.runpytest_subprocess(
+        "--base", str(base), "--tuned", str(copy), "--device", "cpu", "--max-prompts", "1", "--max-new-tokens", "2",
+        "--ffn-components", "4", "--allow-inconclusive", "-p", "no:cacheprovider", "-rA")
+    out = result.stdout.str()
+    plan = next(line for line in out.splitlines() if line.startswith("shiftcheck plan:"))
+    units = {name: int(n) for name, n in re.findall(r"(\w+): (\d+) units per model", plan)}
+    assert {"importance", "attention", "ffn", "kl"} <= set(units), plan  # all planned, none toy scale
+    results = json.loads((pytester.path / "shiftcheck-report" / "results.json").read_text())
+    by_finding: dict[str, list[dict]] = {}
+    for entry in results["findings"]:
+        by_finding.setdefault(entry["finding"], []).append(entry)
+    shift = [e for f in ("tuned_density_on_instructions_exceeds_base", "instruction_verbs_gain_pairs_in_the_low_layers",
+                         "user_task_concepts_rise_after_tuning") for e in by_finding[f]]
+    assert len(shift) == len(by_finding["tuned_density_on_instructions_exceeds_base"]) + 2, out
+    assert {e["pytest_outcome"] for e in shift} == {"error"}, shift  # all failed at setup ...
+    reasons = {e["reason"] for e in shift}  # ... with one message, whichever fixture came first
+    assert len(reasons) == 1 and reasons.pop().startswith("base and tuned behave identically: mean per-token KL"), shift
+    unchanged = by_finding["linguistic_level_mix_unchanged_after_tuning"]
+    assert unchanged and all(e["pytest_outcome"] != "error" and e.get("obtained") for e in unchanged), unchanged
+    per_probe = ResultCache(cache).info().entries
+    assert per_probe["importance"] == units["importance"]  # the tuned model's only
+    assert per_probe["attention"] == units["attention"]
+    assert per_probe["ffn"] == 2 * units["ffn"] and per_probe["kl"] == 2 * units["kl"]
+    assert results["loads"] == {"base": 1, "tuned": 1}
+    stages = results["stages"]
+    assert "importance base" not in stages and "attention base" not in stages, stages
+    assert stages["importance tuned"] > 0 and stages["ffn base"] > 0 and stages["kl base"] > 0
+    skipped = results["kl"]["skipped"]
+    assert sorted(skipped) == ["attention", "importance"]
+    assert {s["model"] for s in skipped.values()} == {"base"}
+    assert skipped["importance"]["units"] == units["importance"]
+    report = (pytester.path / "shiftcheck-report" / "report.md").read_text()
+    assert f"- importance: skipped on base, {units['importance']} unit" in report
+    assert f"- attention: skipped on base, {units['attention']} unit" in report
