@@ -230,9 +230,9 @@ class GateSkipped(RuntimeError):
     """A probe's units on one model were skipped by the run's :class:`Gate`; ``reason`` is the
     gate's verdict as it gave it, and the message says which units were skipped."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = message if reason is None else reason
 
 
 @dataclass

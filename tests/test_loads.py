@@ -26,7 +26,9 @@ def lexical_pair(tmp_path_factory):
     kv = words.load_glove()
     base, tok = lexical_model(kv, lexical_vocab(kv))
     tuned = copy.deepcopy(base)
-    add_noise(tuned, 1.0, seed=3)
+    # large enough that the pair does not "behave identically" (KL ~0.06 nats/token, as bad-cpt vs base;
+    # a norm of 1 gives ~1e-6): else the KL preflight skips the base's attribution and pair lists
+    add_noise(tuned, 50.0, seed=3)
     return save_lexical(base, tok, root / "base"), save_lexical(tuned, tok, root / "tuned")
 
 
@@ -49,6 +51,7 @@ def test_three_findings_load_each_checkpoint_once_then_none_when_cached(pytester
     for probe in ("importance", "attention", "ffn"):  # all three planned, none skipped as toy scale
         assert f"{probe}: " in plan, plan
     assert "toy scale" not in out
+    assert first["kl"]["identical"] is False and not first["kl"]["skipped"], first["kl"]["pooled"]
     assert first["loads"] == {"base": 1, "tuned": 1}
     stages = first["stages"]
     for stage in ("resolve", "inspect", "load base", "load tuned", "importance base", "attention tuned", "ffn base"):
