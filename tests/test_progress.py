@@ -65,3 +65,30 @@ def test_workers_stay_silent(capfd):
     time.sleep(0.3)
     bars.close()
     assert capfd.readouterr().err == ""
+
+
+def test_progress_reaches_the_stream_it_was_built_on_while_fd_2_is_captured_later(tmp_path, monkeypatch):
+    """pytest points fd 2 at its capture file while fixtures run; the bars keep writing to the
+    stderr they were built on (the terminal or the CI log), from the ticker thread too."""
+    import os
+
+    monkeypatch.setenv("CI", "1")
+    terminal, capture = tmp_path / "terminal", tmp_path / "capture"
+    saved = os.dup(2)
+    try:
+        with open(terminal, "w") as t_file:
+            os.dup2(t_file.fileno(), 2)
+        bars = ProgressBars(SimpleNamespace(), tick_s=0.05, quiet_s=0.1)
+        with open(capture, "w") as c_file:
+            os.dup2(c_file.fileno(), 2)  # capture starts after the bars were built
+        try:
+            bars("base", "ffn units", 0, 2)
+            bars("base", "ffn units", 1, 2)
+            assert _wait_for(lambda: "still running" in terminal.read_text())
+        finally:
+            bars.close()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert "shiftcheck base: ffn units 1/2" in terminal.read_text()
+    assert "shiftcheck" not in capture.read_text()
