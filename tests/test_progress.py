@@ -92,3 +92,20 @@ def test_progress_reaches_the_stream_it_was_built_on_while_fd_2_is_captured_late
         os.close(saved)
     assert "shiftcheck base: ffn units 1/2" in terminal.read_text()
     assert "shiftcheck" not in capture.read_text()
+
+
+def test_quiet_stretches_without_an_open_stage_get_a_line_too(capfd, monkeypatch):
+    """Before the first unit (the probes being built) and between stages there is no bar to
+    redraw: after quiet_s a line says what was last seen, on a terminal as in a log."""
+    monkeypatch.setenv("CI", "1")
+    bars = ProgressBars(SimpleNamespace(), tick_s=0.05, quiet_s=0.2)
+    try:
+        seen = []
+        assert _wait_for(lambda: seen.append(capfd.readouterr().err) or "preparing the probes" in "".join(seen))
+        bars._lines = False  # the terminal form from here on
+        bars("base", "ffn units", 2, 2)  # a stage that ends: its bar closes, none is open
+        seen = []
+        assert _wait_for(lambda: seen.append(capfd.readouterr().err) or "still running" in "".join(seen))
+        assert "shiftcheck base: ffn units done; still running" in "".join(seen)
+    finally:
+        bars.close()
