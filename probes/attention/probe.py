@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from shiftcheck.probes import words
-from shiftcheck.probes.attention.pairs import (AttentionConfig, WordSpace, head_activations, head_pairs, neuron_pairs,
-                                               random_heads, word_space, word_vectors)
+from shiftcheck.probes.attention.pairs import (AttentionConfig, HeadTops, WordMatrix, WordSpace, head_pairs, head_tops,
+                                               head_weights, kept_pairs, random_weights, word_matrix, word_space,
+                                               word_vectors)
 from shiftcheck.probes.cache import CacheEntry
 
 CODE_VERSION = "attention-2"  # 2: the key/value head count is stored (the statistic's clusters)
@@ -75,16 +76,21 @@ class AttentionResult:
         return sum(len(self.pairs.get((layer, h), ())) for h in range(self.n_heads))
 
 
+def head_list(top: HeadTops, ws: WordSpace, config: AttentionConfig) -> np.ndarray:
+    """§2.4-2.5: one head's pair list from its neurons' top words."""
+    return head_pairs(kept_pairs(top.q, top.k, ws, top.order, top.energy), ws.lower_id, config.min_count)
+
+
 def head_pair_lists(views: Any, E_w: torch.Tensor, has_tokens: np.ndarray, ws: WordSpace, layers: Sequence[int],
                     config: AttentionConfig) -> dict[tuple[int, int], np.ndarray]:
     """§2.5 lists of every head of ``layers``, without the random-head control (for experiments that
     only need the lists, e.g. the null series of tests/test_attention_nulls.py)."""
+    wm = word_matrix(E_w, has_tokens)
     out = {}
     for layer in layers:
-        Hq, Hk = head_activations(views, E_w, layer)
-        for h in range(Hq.shape[0]):
-            out[(layer, h)] = head_pairs(neuron_pairs(Hq[h], Hk[h], ws, has_tokens, config.top_k), ws.lower_id,
-                                         config.min_count)
+        tops, _ = head_tops(wm, *head_weights(views, layer), config.top_k)
+        for h, top in enumerate(tops):
+            out[(layer, h)] = head_list(top, ws, config)
     return out
 
 
@@ -99,8 +105,9 @@ class AttentionProbe:
     name: str = "attention"
     code_version: str = CODE_VERSION
     # Per-process memo of what every unit of a run shares (the GloVe word space per device, the
-    # candidate word vectors per loaded model, held weakly so they go with the model): about 9 s a
-    # unit on SmolLM2 (GloVe thresholds, 26k words tokenised). Not part of the cache key.
+    # candidate word vectors and their Gram matrix per loaded model, held weakly so they go with the
+    # model): about 9 s a unit on SmolLM2 (GloVe thresholds, 26k words tokenised) and 1-2 s for the
+    # Gram matrix. Not part of the cache key.
     _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def cache_config(self) -> dict[str, Any]:
@@ -119,12 +126,13 @@ class AttentionProbe:
             self._memo[key] = word_space(self.candidates, kv, self.config, words.glove_digest(self.glove_path), device)
         return self._memo[key]
 
-    def _word_vectors(self, views: Any, tokenizer: Any) -> tuple[torch.Tensor, np.ndarray]:
+    def _word_vectors(self, views: Any, tokenizer: Any) -> tuple[WordMatrix, np.ndarray]:
         import weakref
 
         per_model = self._memo.setdefault("vectors", weakref.WeakKeyDictionary())
         if views not in per_model:
-            per_model[views] = word_vectors(views, tokenizer, self.candidates)
+            E_w, has_tokens = word_vectors(views, tokenizer, self.candidates)
+            per_model[views] = (word_matrix(E_w, has_tokens), has_tokens)
         return per_model[views]
 
     def run_unit(self, checkpoint: Any, unit: dict[str, Any], progress=None) -> CacheEntry:
@@ -133,22 +141,21 @@ class AttentionProbe:
         views, tokenizer = checkpoint.views, checkpoint.tokenizer
         device = views.W_E.device
         ws = self._space(device)
-        E_w, has_tokens = self._word_vectors(views, tokenizer)
+        wm, has_tokens = self._word_vectors(views, tokenizer)
         arrays: dict[str, np.ndarray] = {}
         control: dict[str, int] = {}
         start, stop = unit["layers"]
         rng = torch.Generator().manual_seed(self.config.control_seed + start)
         for layer in range(start, stop):
-            Hq, Hk = head_activations(views, E_w, layer)
+            Wq, Wk = head_weights(views, layer)
+            tops, _ = head_tops(wm, Wq, Wk, self.config.top_k)
             g = views.attn_norm_gain(layer).to(torch.float64)
-            Wq = fold_norm_gain(views.W_Q(layer).to(torch.float64), g)
-            Wk = fold_norm_gain(views.W_K(layer).to(torch.float64), g)
-            Rq, Rk = random_heads(Wq, Wk, E_w, rng)
-            for h in range(Hq.shape[0]):
-                npairs = neuron_pairs(Hq[h], Hk[h], ws, has_tokens, self.config.top_k)
-                arrays[f"{layer}/{h}"] = head_pairs(npairs, ws.lower_id, self.config.min_count)
-                control[f"{layer}/{h}"] = len(head_pairs(neuron_pairs(Rq[h], Rk[h], ws, has_tokens, self.config.top_k),
-                                                         ws.lower_id, self.config.min_count))
+            # the control's W_K, GQA expanded: one random key head per query head, as before
+            Rq, Rk = random_weights(Wq, fold_norm_gain(views.W_K(layer).to(torch.float64), g), rng)
+            random_tops, _ = head_tops(wm, Rq, Rk, self.config.top_k)
+            for h, (top, rand) in enumerate(zip(tops, random_tops)):
+                arrays[f"{layer}/{h}"] = head_list(top, ws, self.config)
+                control[f"{layer}/{h}"] = len(head_list(rand, ws, self.config))
             if progress is not None:
                 progress("attention pairs", layer + 1 - start, stop - start)
         meta = {"n_heads": int(views.n_heads), "n_kv_heads": int(views.n_kv_heads),
