@@ -29,15 +29,15 @@ def test_density_equivalence_passes_a_cast_and_fails_another_model():
     rng = np.random.default_rng(0)
     ids = [f"p{i}" for i in range(100)]
     src = {i: float(x) for i, x in zip(ids, rng.uniform(0, 0.5, 100))}
-    resp = {i: (1, 2, 3) for i in ids}
+    same = {i: True for i in ids}
     cast = {i: v + float(rng.normal(0, 0.003)) for i, v in src.items()}
-    ok = density_equivalence(src, cast, resp, resp, margin=0.02)
+    ok = density_equivalence(src, cast, same, margin=0.02)
     assert ok.outcome(0.05) == "pass" and ok.greedy_agreement == 1.0
     moved = {i: v + 0.08 + float(rng.normal(0, 0.02)) for i, v in src.items()}
-    other_resp = dict(resp, p0=(9,))
-    bad = density_equivalence(src, moved, resp, other_resp, margin=0.02)
+    bad = density_equivalence(src, moved, dict(same, p0=False), margin=0.02)
     assert bad.outcome(0.05) == "fail" and bad.greedy_agreement == 0.99
-    assert density_equivalence(src, src, resp, resp).outcome(0.05) == "pass"  # identical: constant 0 difference
+    assert density_equivalence(src, src, same).outcome(0.05) == "pass"  # identical: constant 0 difference
+    assert density_equivalence(src, cast, None, margin=0.02).greedy_agreement is None  # unknown, not 0 %
 
 
 def _results(outcomes):

@@ -141,3 +141,41 @@ def test_an_identical_pair_fails_the_shift_tests_before_the_base_attribution(pyt
     report = (pytester.path / "shiftcheck-report" / "report.md").read_text()
     assert f"- importance: skipped on base, {units['importance']} unit" in report
     assert f"- attention: skipped on base, {units['attention']} unit" in report
+
+
+def _release_density_run(pytester: pytest.Pytester, tmp_path: Path, release: Path) -> tuple[str, dict]:
+    for name in ("test_importance_density.py", "test_release.py"):
+        shutil.copy(BEHAVIOUR / name, pytester.path / name)
+    pytester.makeini("[pytest]\n")
+    pytester._monkeypatch.setenv("SHIFTCHECK_CACHE", str(tmp_path / "cache"))
+    result = pytester.runpytest("--base", str(WORLD / "base"), "--tuned", str(WORLD / "good"), "--release",
+                                str(release), "--prompts", str(WORLD / "prompts.jsonl"), "--max-prompts", "12",
+                                "--max-new-tokens", "5", "--device", "cpu", "-p", "no:cacheprovider",
+                                "-k", "tuned_density")
+    results = json.loads((pytester.path / "shiftcheck-report" / "results.json").read_text())
+    check = next(e for e in results["findings"] if e["finding"] == "release_matches_its_source"
+                 and e["group"] == "tuned_density_on_instructions_exceeds_base")
+    assert results["context"]["release_artifact"]["loads"] == {"artifact": 1, "tuned": 0}  # source: main run's load
+    assert results["loads"] == {"base": 1, "tuned": 1}
+    return result.stdout.str(), dict(check, **results["context"]["release_artifact"]["density"])
+
+
+@pytest.mark.slow  # two plugin runs on the shipped world, 12 prompts: ~30 s each on the shared box
+def test_the_density_check_attributes_the_sources_responses(pytester: pytest.Pytester, tmp_path):
+    """Finding 1's release check on the world's proofs: a bf16 cast of good is equivalent and
+    reproduces every greedy response; bad-cpt as the release of good is not equivalent."""
+    cast = cast_checkpoint(WORLD / "good", tmp_path / "good-bf16", "bf16")
+    out, check = _release_density_run(pytester, tmp_path, cast)
+    assert check["outcome"] == "pass", out
+    assert check["greedy_agreement"] == 1.0 and check["n"] == 12
+    assert "the artifact's greedy decode reproduces the source's response on 100% of prompts" in out
+    report = (pytester.path / "shiftcheck-report" / "report.md").read_text()
+    assert "finding 1 density on the source's responses, artifact − source" in report
+
+
+@pytest.mark.slow
+def test_the_density_check_fails_another_model_given_as_the_release(pytester: pytest.Pytester, tmp_path):
+    out, check = _release_density_run(pytester, tmp_path, WORLD / "bad-cpt")
+    assert check["outcome"] == "fail", out
+    assert check["greedy_agreement"] < 0.5
+    assert "the artifact's greedy decode reproduces the source's response on" in out

@@ -210,8 +210,13 @@ def run_importance(
     config: ImportanceConfig = ImportanceConfig(),
     label: str = "model",
     progress: Callable[[str, int, int], None] | None = None,
+    responses: Sequence[Sequence[int]] | None = None,
 ) -> ImportanceResult:
     """Probe 1 end to end: greedy own responses, then gradient x input attribution per prompt.
+
+    ``responses`` (one token-id list per prompt) attributes those responses teacher-forced instead of
+    generating: a release artifact is attributed on its source's responses, so that the two densities
+    describe the same text (probes/release/forced.py).
 
     ``progress(stage, done, total)``: stage "generate" after each generation batch (in prompts);
     stage :data:`ATTRIBUTE_STAGE` as attribution passes finish, counted in response tokens over all
@@ -227,9 +232,12 @@ def run_importance(
         if progress is not None:
             progress("generate", done["n"], len(prompts))
 
-    responses = generate_responses(
-        model, tokenizer, encodings, config.max_new_tokens, config.generation_batch_size, gen_progress
-    )
+    if responses is None:
+        responses = generate_responses(
+            model, tokenizer, encodings, config.max_new_tokens, config.generation_batch_size, gen_progress
+        )
+    elif len(responses) != len(prompts):
+        raise ValueError(f"{len(responses)} responses given for {len(prompts)} prompts")
     responses = [strip_response(tokenizer, r) for r in responses]  # idempotent; gives the true total
     tokens = _TokenProgress(progress, sum(len(r) for r in responses)) if progress is not None else None
     instances, finished = [], 0

@@ -3,9 +3,10 @@
 * Tokenizer and chat template: any difference fails, named (a GGUF's own vocabulary, a dropped
   special token or a changed template breaks instruction following silently).
 * Preflight KL(source || artifact) on the source's greedy responses under ``RELEASE_KL``.
-* Finding 1: per-prompt instruction density of artifact and source is equivalent within
-  ``DENSITY_MARGIN`` by two one-sided paired t-tests (statsmodels ``ttost_paired``); the share of
-  prompts whose greedy response is token-for-token the source's is reported.
+* Finding 1: per-prompt instruction density of artifact and source, both attributed on the source's
+  greedy responses (probes/release/forced.py), is equivalent within ``DENSITY_MARGIN`` by two
+  one-sided paired t-tests (statsmodels ``ttost_paired``); the share of prompts whose greedy
+  response the artifact reproduces is reported beside it.
 
 GGUF artifacts are judged through transformers' de-quantisation to float32, not llama.cpp's kernels.
 """
@@ -67,7 +68,7 @@ class DensityEquivalence:
     mean_diff: float  # artifact - source, mean over shared prompts
     margin: float
     p_value: float | None  # TOST: the larger of the two one-sided p-values
-    greedy_agreement: float  # share of prompts whose greedy response equals the source's
+    greedy_agreement: float | None  # share of prompts whose greedy response the artifact reproduces
 
     def outcome(self, alpha: float) -> str:
         if self.p_value is None:
@@ -83,16 +84,17 @@ class DensityEquivalence:
 
 
 def density_equivalence(source: Mapping[str, float], artifact: Mapping[str, float],
-                        source_responses: Mapping[str, tuple], artifact_responses: Mapping[str, tuple],
+                        reproduces: Mapping[str, bool] | None = None,
                         margin: float = DENSITY_MARGIN) -> DensityEquivalence:
-    """Paired TOST of per-prompt density (prompt id -> score) within ±margin."""
+    """Paired TOST of per-prompt density (prompt id -> score) within ±margin. ``reproduces``: per
+    prompt, whether the artifact's greedy decode gives the source's response (None: not known)."""
     from statsmodels.stats.weightstats import ttost_paired
 
     ids = sorted(set(source) & set(artifact))
     x_a = np.array([artifact[i] for i in ids], dtype=float)
     x_s = np.array([source[i] for i in ids], dtype=float)
-    agree = float(np.mean([tuple(source_responses.get(i, ())) == tuple(artifact_responses.get(i, ()))
-                           for i in ids])) if ids else 0.0
+    known = [bool(reproduces[i]) for i in ids if reproduces is not None and i in reproduces]
+    agree = float(np.mean(known)) if known else None
     if len(ids) < 2:
         return DensityEquivalence(len(ids), float("nan") if not ids else float((x_a - x_s).mean()), margin, None,
                                   agree)
