@@ -8,7 +8,7 @@ float64 through a float32 prefilter -> kept pairs of one head's neurons, batched
 
 Axis vocabulary: ``n_words`` (V), ``d_model`` (D), ``d_head`` (d'), ``top_k`` (K), ``d_glove``.
 The selection is exact float64 (PROBE_NOTES: plain float32 changed 3 of 1,728 top-100 sets): the
-activations are computed in float32 (SGEMM, about twice DGEMM's speed on a CPU), every word whose
+activations are computed in float32 (SGEMM, about 1.8 times DGEMM's speed on a CPU), every word whose
 float32 |activation| could be in the float64 top-K under a rigorous rounding bound is rescored in
 float64, and the top-K is taken among those; a neuron whose K-th and (K+1)-th float64 values are
 too close for float64 itself to order them is recomputed whole in float64 and ranked by
@@ -151,16 +151,19 @@ def top_words(H: torch.Tensor, has_tokens: np.ndarray, top_k: int) -> TopWords:
 # and a float32 sum of n products, in ANY order and grouping (whatever blocking, vector lanes or FMA
 # the BLAS uses: every term passes through at most n roundings), is off by at most
 # γ_n·Σ|e32_i w32_i|, γ_n = n·u/(1 - n·u) (Higham, Accuracy and Stability, §3.1). So
-# |a32 - e·w| ≤ ((n+2)·u·1.01)·Σ|e_i||w_i| ≤ c·‖e‖·‖w‖ (Cauchy-Schwarz); the float64 sum adds
-# ~n·2^-53·Σ|e_i w_i|, 2^29 times less. Gradual underflow adds an absolute ≤ 2^-149 per rounding,
-# covered by ``UNDERFLOW``. The margin is multiplied by ``SAFETY`` (4) against what this argument
-# does not model (a BLAS that pre-rounds partial sums to a narrower type would break it: such modes,
-# TF32/BF16 matmul, are checked for and make the probe use float64 throughout).
+# |a32 - e·w| ≤ ((n+2)·u·1.01)·Σ|e_i||w_i| ≤ c·‖e‖·‖w‖ (Cauchy-Schwarz; 1.01 covers 1/(1 - n·u) and
+# the u² terms for n ≤ 10^5); the float64 sum adds ~n·2^-53·Σ|e_i w_i|, 2^29 times less. Gradual
+# underflow adds an absolute ≤ 2^-150 per rounding (at most |w_i| or |e_i| times that for a rounded
+# input), covered by n·UNDERFLOW·(1 + ‖e‖ + ‖w‖);
+# non-finite float32 values (overflow) send the column group to float64 throughout. The margin is
+# multiplied by ``SAFETY`` (4) against what this argument does not model. A BLAS that rounds inputs
+# or partial sums to a narrower type (TF32/BF16 matmul modes) would break it: those modes are
+# checked for and make the probe use float64 throughout.
 
 U32 = 2.0**-24
 U64 = 2.0**-53
 SAFETY = 4.0
-UNDERFLOW = 2.0**-140  # per term, absolute: far above float32's 2^-149 subnormal rounding
+UNDERFLOW = 2.0**-140  # per term, absolute: far above float32's 2^-150 subnormal rounding
 
 
 def dot_error_factor(n: int, u: float) -> float:
@@ -285,6 +288,14 @@ class Prefiltered:
     recomputed: torch.Tensor  # (C,) bool
 
 
+def float64_top_words(wm: WordMatrix, W: torch.Tensor, top_k: int) -> Prefiltered:
+    """The selection without the prefilter (every allowed word a candidate): for float32 matmuls
+    that are not IEEE float32 and for overflow."""
+    C, n_allowed = W.shape[1], int(wm.allowed.sum())
+    return Prefiltered(top_words(wm.E @ W, wm.allowed.cpu().numpy(), top_k),
+                       torch.full((C,), n_allowed, device=W.device), torch.ones(C, dtype=torch.bool, device=W.device))
+
+
 def exact_top_words(wm: WordMatrix, W: torch.Tensor, top_k: int) -> Prefiltered:
     """Each column's float64 top-K words by |E_w · w| (words without tokens never chosen), equal to
     :func:`top_words` on the float64 activations: float32 activations, the candidates
@@ -296,18 +307,20 @@ def exact_top_words(wm: WordMatrix, W: torch.Tensor, top_k: int) -> Prefiltered:
     float64 and ranked by the same ``torch.topk`` call as before."""
     k = min(top_k, int(wm.allowed.sum()))
     C = W.shape[1]
-    if not ieee_float32_matmul(W.device):  # the bound needs IEEE float32: float64 throughout
-        return Prefiltered(top_words(wm.E @ W, wm.allowed.cpu().numpy(), top_k),
-                           torch.full((C,), int(wm.allowed.sum())), torch.ones(C, dtype=torch.bool))
+    if not ieee_float32_matmul(W.device):  # the bound needs IEEE float32
+        return float64_top_words(wm, W, top_k)
     if k == 0:
         empty = torch.zeros((C, 0), dtype=torch.long, device=W.device)
-        return Prefiltered(TopWords(empty, empty.to(torch.float64)), torch.zeros(C, dtype=torch.long), torch.zeros(C, dtype=torch.bool))
-    col_norm = W.norm(dim=0) * wm.max_norm
-    margin = dot_error_factor(W.shape[0], U32) * col_norm + W.shape[0] * UNDERFLOW
+        return Prefiltered(TopWords(empty, empty.to(torch.float64)), torch.zeros(C, dtype=torch.long, device=W.device),
+                           torch.zeros(C, dtype=torch.bool, device=W.device))
+    n, w_norm = W.shape[0], W.norm(dim=0)
+    margin = dot_error_factor(n, U32) * w_norm * wm.max_norm + n * UNDERFLOW * (1 + w_norm + wm.max_norm)
     # The old float64 GEMM and this rescoring each miss the exact value by ≤ dot_error_factor(n, U64)
     # ·‖e‖·‖w‖; a boundary gap above 4 of those orders the two sides the same way in both.
-    tie_tol = 4 * dot_error_factor(W.shape[0], U64) * col_norm
+    tie_tol = 4 * dot_error_factor(n, U64) * w_norm * wm.max_norm
     a32 = float32_abs_activations(wm, W)
+    if not torch.isfinite(a32).all():  # float32 overflow: the bound does not hold
+        return float64_top_words(wm, W, top_k)
     # margin is SAFETY times the float32 error, so a non-candidate trails the K words above t by
     # ≥ 1.5·margin in exact arithmetic too, far more than float64's own error.
     mask = candidate_mask(a32, margin, k)
@@ -381,7 +394,8 @@ def kept_pairs(tq: TopWords, tk: TopWords, ws: WordSpace, order: torch.Tensor, e
     Tq, Tk = tq.index, tk.index
     C = torch.einsum("dqg,dkg->dqk", ws.G[Tq], ws.G[Tk])  # (d_head, K, K) cosines
     theta = torch.maximum(ws.theta[Tq][:, :, None], ws.theta[Tk][:, None, :])
-    keep = (C > theta) & (C > 0) & (tq.value[:, :, None] * tk.value[:, None, :] > 0) & (Tq[:, :, None] != Tk[:, None, :])
+    same_sign = tq.value[:, :, None] * tk.value[:, None, :] > 0
+    keep = (C > theta) & (C > 0) & same_sign & (Tq[:, :, None] != Tk[:, None, :])
     d, i, j = keep.nonzero(as_tuple=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order), device=order.device)
