@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from shiftcheck.probes import attention as at
 from shiftcheck.probes import words
+from shiftcheck.probes.attention import pairs as ap
 from shiftcheck.probes.attention.io import neuron_rows, read_pairs_tsv, split_pair, write_pairs_tsv
 
 pytest_plugins = ["pytester"]
@@ -118,6 +119,136 @@ def test_the_random_control_draws_head_by_head_q_then_k(seed, n_heads, d_head, d
             draw = torch.randn(W.shape, generator=loop, dtype=torch.float64)
             expected = E_w @ (draw / draw.norm(dim=0) * W.norm(dim=0))
             assert torch.allclose(R, expected, atol=1e-12)
+
+
+def _float64_top(E: torch.Tensor, W: torch.Tensor, has: np.ndarray, k: int) -> ap.TopWords:
+    """The selection before the prefilter: torch.topk on the whole float64 activations."""
+    return ap.top_words(E @ W, has, k)
+
+
+def _assert_same_selection(got: ap.TopWords, want: ap.TopWords) -> None:
+    assert got.index.shape == want.index.shape
+    for c in range(want.index.shape[0]):
+        sign = dict(zip(want.index[c].tolist(), torch.sign(want.value[c]).tolist()))
+        assert set(got.index[c].tolist()) == set(sign), c
+        assert [sign[i] for i in got.index[c].tolist()] == torch.sign(got.value[c]).tolist(), c
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(3, 60), st.integers(2, 24), st.integers(1, 12), st.integers(1, 70),
+       st.sampled_from(["plain", "duplicates", "near_ties", "few_tokens"]))
+def test_the_prefiltered_top_words_are_the_float64_ones(seed, n_words, d_model, n_cols, top_k, case):
+    """Sets and signs equal torch.topk on the float64 activations, also with duplicate word vectors
+    (exact ties, some straddling the K-th place), rows 1e-9 apart (near-ties below float32's
+    resolution), most words without tokens and K above the number of words with tokens."""
+    rng = np.random.default_rng(seed)
+    E = rng.normal(size=(n_words, d_model)) * rng.uniform(0.2, 3.0, size=(n_words, 1))
+    has = rng.uniform(size=n_words) > (0.8 if case == "few_tokens" else 0.1)
+    if case == "duplicates":
+        E[rng.integers(0, n_words, n_words // 2)] = E[rng.integers(0, n_words, n_words // 2)]
+    if case == "near_ties":
+        src = rng.integers(0, n_words, n_words // 2)
+        E[rng.integers(0, n_words, n_words // 2)] = E[src] * (1 + 1e-9 * rng.choice([-1, 1], size=(len(src), 1)))
+    E, W = torch.tensor(E), torch.tensor(rng.normal(size=(d_model, n_cols)))
+    got = ap.exact_top_words(ap.word_matrix(E, has), W, top_k)
+    _assert_same_selection(got.top, _float64_top(E, W, has, top_k))
+
+
+def test_a_planted_float32_reversal_needs_the_bound_and_the_prefilter_keeps_the_float64_winner():
+    """K = 1. Word b's float64 activation 1 + 2e-5 beats a's 1 + 1e-5, but b's is a cancellation
+    (1024 - 1023.00002) whose second input rounds to 1023 in float32: float32 says b = 1 < a. With a
+    zero bound only a is a candidate (wrong); with the rigorous bound b is kept and wins."""
+    E = torch.tensor([[1 + 1e-5, 0.0], [1024.0, 1023.0 - 2e-5], [0.5, 0.0]], dtype=torch.float64)
+    W = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    wm = ap.word_matrix(E, np.ones(3, bool))
+    a32 = ap.float32_abs_activations(wm, W)
+    assert a32[0, 1] < a32[0, 0]  # the reversal is real
+    assert ap.candidate_mask(a32, torch.zeros(1, dtype=torch.float64), 1)[0].tolist() == [True, False, False]
+    got = ap.exact_top_words(wm, W, 1)
+    assert got.top.index.tolist() == [[1]] == _float64_top(E, W, np.ones(3, bool), 1).index.tolist()
+
+
+def test_duplicate_word_vectors_tied_at_the_kth_place_are_broken_as_topk_breaks_them():
+    """Four copies of one vector straddle the K-th place of a long column (as on SmolLM2, where
+    208 of 26,473 word vectors are duplicates): the column is recomputed whole and torch.topk's
+    own choice among the copies is kept; words without tokens stay out."""
+    rng = np.random.default_rng(3)
+    E = rng.normal(size=(3000, 16))
+    W = torch.tensor(rng.normal(size=(16, 3)))
+    a = np.abs(E @ W.numpy()[:, 0])
+    kth = np.argsort(-a)[54]  # 50th largest of column 0 among words with tokens (5 below have none)
+    copies = rng.choice(np.setdiff1d(np.arange(3000), np.argsort(-a)[:60]), 3, replace=False)
+    E[copies] = E[kth]
+    has = np.ones(3000, bool)
+    has[np.argsort(-a)[:5]] = False  # the five largest have no tokens
+    E = torch.tensor(E)
+    got = ap.exact_top_words(ap.word_matrix(E, has), W, 50)
+    assert bool(got.recomputed[0])
+    _assert_same_selection(got.top, _float64_top(E, W, has, 50))
+
+
+def test_k_above_the_words_with_tokens_selects_them_all():
+    rng = np.random.default_rng(4)
+    E, W = torch.tensor(rng.normal(size=(30, 6))), torch.tensor(rng.normal(size=(6, 4)))
+    has = np.zeros(30, bool)
+    has[[2, 7, 11]] = True
+    got = ap.exact_top_words(ap.word_matrix(E, has), W, 100)
+    assert [set(r) for r in got.top.index.tolist()] == [{2, 7, 11}] * 4
+    _assert_same_selection(got.top, _float64_top(E, W, has, 100))
+
+
+def test_without_ieee_float32_matmuls_the_selection_is_float64_throughout():
+    """TF32/BF16 float32 matmuls break the rounding bound: every word is then a candidate."""
+    rng = np.random.default_rng(5)
+    E, W = torch.tensor(rng.normal(size=(40, 6))), torch.tensor(rng.normal(size=(6, 3)))
+    has = np.ones(40, bool)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = ap.exact_top_words(ap.word_matrix(E, has), W, 5)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert got.candidates.tolist() == [40] * 3
+    _assert_same_selection(got.top, _float64_top(E, W, has, 5))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(2, 12), st.integers(1, 9))
+def test_gram_energies_equal_the_sums_of_squared_activations(seed, n_words, d_model, n_cols):
+    rng = np.random.default_rng(seed)
+    E, W = torch.tensor(rng.normal(size=(n_words, d_model))), torch.tensor(rng.normal(size=(d_model, n_cols)))
+    want = ((E @ W) ** 2).sum(0)
+    assert torch.allclose(ap.gram_energy(E.T @ E, W), want, rtol=1e-11, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_head_tops_give_the_float64_neuron_pairs_and_control_gqa_included(seed):
+    """The probe's path (weights -> prefiltered top words -> pairs) against the float64 one
+    (activations -> neuron_pairs), real heads and the random control on the same generator."""
+    from builders import tiny_model
+    from shiftcheck.probes.models.architectures import WeightViews, fold_norm_gain
+
+    rng = np.random.default_rng(seed)
+    V = 60
+    ws = _space({f"w{i}": rng.normal(size=8) for i in range(V)}, theta=list(rng.uniform(0.0, 0.3, V)))
+    views = WeightViews(tiny_model("llama", seed=seed))  # 4 query heads, 2 kv heads
+    E_w = torch.tensor(rng.normal(size=(V, views.d_model)))
+    E_w[7] = E_w[3]  # a duplicate word vector
+    has = rng.uniform(size=V) > 0.1
+    wm = ap.word_matrix(E_w, has)
+    Wq, Wk = ap.head_weights(views, 1)
+    tops, _ = ap.head_tops(wm, Wq, Wk, 9)
+    Hq, Hk = at.head_activations(views, E_w, layer=1)
+    Wk_all = fold_norm_gain(views.W_K(1).to(torch.float64), views.attn_norm_gain(1).to(torch.float64))
+    random_tops, _ = ap.head_tops(wm, *ap.random_weights(Wq, Wk_all, torch.Generator().manual_seed(seed)), 9)
+    Rq, Rk = at.random_heads(Wq, Wk_all, E_w, torch.Generator().manual_seed(seed))
+    for h in range(views.n_heads):
+        for top, (q, k) in ((tops[h], (Hq[h], Hk[h])), (random_tops[h], (Rq[h], Rk[h]))):
+            new = ap.kept_pairs(top.q, top.k, ws, top.order, top.energy)
+            old = at.neuron_pairs(q, k, ws, has, 9)
+            assert {*zip(new.dim, new.q, new.k)} == {*zip(old.dim, old.q, old.k)}, h
+            assert np.array_equal(at.head_pairs(new, ws.lower_id, 2), at.head_pairs(old, ws.lower_id, 2)), h
+            assert np.array_equal(new.order, old.order) and np.allclose(new.energy, old.energy, rtol=1e-11), h
 
 
 @settings(max_examples=25, deadline=None)
