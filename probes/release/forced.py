@@ -90,9 +90,9 @@ def seed_source_entries(probe: ForcedImportanceProbe) -> int:
         if probe.cache.has(target):
             continue
         entry = probe.cache.load(unit_key(probe.importance, probe.source_fingerprint, unit))
-        if entry is not None:
-            probe.cache.save(target, entry)
-            copied += 1
+        if entry is not None:  # through the cache's lock: xdist workers seed the same units at once
+            _, hit = probe.cache.get_or_compute(target, lambda entry=entry: entry)
+            copied += 0 if hit else 1
     return copied
 
 
