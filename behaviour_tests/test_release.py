@@ -27,8 +27,8 @@ def test_no_regression_against_baseline(finding, release_baseline, shiftcheck_se
 @pytest.mark.parametrize("check", RELEASE_CHECKS)
 def test_release_matches_its_source(check, release_pair, shiftcheck_settings, request, shiftcheck_expect):
     """--release ARTIFACT behaves like --tuned: same tokenizer and chat template; KL(source ||
-    artifact) under 1e-2 nats/token; finding 1's per-prompt density equivalent (TOST, ±0.02) with
-    the greedy agreement reported; finding 2's per-head pair-list Jaccard, 10 % quantile >= 0.7 (the
+    artifact) under 1e-2 nats/token; finding 1's per-prompt density on the source's responses
+    equivalent (TOST, ±0.05) with the greedy agreement reported; finding 2's per-head pair-list Jaccard, 10 % quantile >= 0.7 (the
     world, 2 layers, skips as toy scale); finding 3's top-R FFN subspaces, mean cos² of the principal
     angles >= 0.99 in every layer (docs/RELEASE.md). Without --release these tests skip."""
     from shiftcheck.fixtures.release import release_verdict

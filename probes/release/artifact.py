@@ -25,9 +25,14 @@ import numpy as np
 # 1e-2 admits every 8-bit artifact (2.5x above the worst) and refuses every changed model measured and
 # SmolLM2's 5-bit requantisation (10x below it).
 RELEASE_KL = 1e-2
-# Equivalence margin of per-prompt instruction density (units of the density score, 0..1). The
-# world's finding-1 effect is 0.084 (good - base); 0.02 is a quarter of it.
-DENSITY_MARGIN = 0.02
+# Equivalence margin of per-prompt instruction density (units of the density score, 0..1), both models
+# attributing the source's responses. Density is a step function of the attributions (ceil into L = 10
+# levels, cut at b = 7), so even a harmless cast moves single prompts: on SmolLM2 (16 prompts, 32
+# tokens, benchmarks/release_density.py) the TOST passes from ±0.0065 (fp16), ±0.020 (bf16, one prompt
+# moved 0.11) and ±0.029 (Q8_0); int8 round-to-nearest needs ±0.068, Q5_0 ±0.11, Q4_0 ±0.22. 0.05 is
+# 1.7x the Q8_0 need and under half of the world's finding-1 effect (0.115, good - base), which
+# world:bad-cpt given as the release of good misses by 0.10 (docs/RELEASE.md).
+DENSITY_MARGIN = 0.05
 
 
 def tokenizer_differences(source, artifact) -> list[str]:
