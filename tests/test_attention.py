@@ -240,6 +240,8 @@ def test_head_tops_give_the_float64_neuron_pairs_and_control_gqa_included(seed):
     tops, _ = ap.head_tops(wm, Wq, Wk, 9)
     Hq, Hk = at.head_activations(views, E_w, layer=1)
     Wk_all = fold_norm_gain(views.W_K(1).to(torch.float64), views.attn_norm_gain(1).to(torch.float64))
+    # the probe's control reuses the folded kv heads, repeated: exactly the folded expanded W_K
+    assert torch.equal(Wk.repeat_interleave(views.n_heads // Wk.shape[0], dim=0), Wk_all)
     random_tops, _ = ap.head_tops(wm, *ap.random_weights(Wq, Wk_all, torch.Generator().manual_seed(seed)), 9)
     Rq, Rk = at.random_heads(Wq, Wk_all, E_w, torch.Generator().manual_seed(seed))
     for h in range(views.n_heads):

@@ -136,8 +136,6 @@ class AttentionProbe:
         return per_model[views]
 
     def run_unit(self, checkpoint: Any, unit: dict[str, Any], progress=None) -> CacheEntry:
-        from shiftcheck.probes.models.architectures import fold_norm_gain
-
         views, tokenizer = checkpoint.views, checkpoint.tokenizer
         device = views.W_E.device
         ws = self._space(device)
@@ -149,9 +147,9 @@ class AttentionProbe:
         for layer in range(start, stop):
             Wq, Wk = head_weights(views, layer)
             tops, _ = head_tops(wm, Wq, Wk, self.config.top_k)
-            g = views.attn_norm_gain(layer).to(torch.float64)
-            # the control's W_K, GQA expanded: one random key head per query head, as before
-            Rq, Rk = random_weights(Wq, fold_norm_gain(views.W_K(layer).to(torch.float64), g), rng)
+            # the control's W_K, GQA expanded: one random key head per query head, as before (the
+            # folded kv heads repeated are exactly the folded expanded ones: a row scaling commutes)
+            Rq, Rk = random_weights(Wq, Wk.repeat_interleave(Wq.shape[0] // Wk.shape[0], dim=0), rng)
             random_tops, _ = head_tops(wm, Rq, Rk, self.config.top_k)
             for h, (top, rand) in enumerate(zip(tops, random_tops)):
                 arrays[f"{layer}/{h}"] = head_list(top, ws, self.config)
