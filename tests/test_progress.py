@@ -3,6 +3,7 @@ terminal or the log silent."""
 
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 
@@ -109,3 +110,25 @@ def test_quiet_stretches_without_an_open_stage_get_a_line_too(capfd, monkeypatch
         assert "shiftcheck base: ffn units done; still running" in "".join(seen)
     finally:
         bars.close()
+
+
+def test_a_quiet_step_before_any_bar_repeats_itself_until_done():
+    """The plan's GGUF metadata read (14 s in a SmolLM2 run) was silent: the heartbeat repeats the
+    step with its elapsed seconds, and stops with it."""
+    import time
+
+    from shiftcheck.fixtures.sharing import Heartbeat
+
+    lines: list[str] = []
+    with Heartbeat(lines.append, every_s=0.05) as beat:
+        beat.step("reading the base checkpoint's config")
+        assert _wait_for(lambda: len(lines) >= 3)
+        beat.done("read it")
+        n = len(lines)
+        time.sleep(0.3)
+        assert len(lines) == n  # no beat after the step is done
+    assert lines[0] == "reading the base checkpoint's config" and lines[-1] == "read it"
+    assert all(re.fullmatch(r"reading the base checkpoint's config: still running \(\d+ s\)", x) for x in lines[1:-1])
+    with Heartbeat(None, every_s=0.01) as silent:  # an xdist worker: nothing, no thread
+        silent.step("x")
+        time.sleep(0.05)
