@@ -132,3 +132,22 @@ def test_a_quiet_step_before_any_bar_repeats_itself_until_done():
     with Heartbeat(None, every_s=0.01) as silent:  # an xdist worker: nothing, no thread
         silent.step("x")
         time.sleep(0.05)
+
+
+def test_an_unannounced_step_is_said_only_when_it_is_slow():
+    """The report's figures: quiet when quick (most runs), a line when a real model's run is slow."""
+    import time
+
+    from shiftcheck.fixtures.sharing import Heartbeat
+
+    lines: list[str] = []
+    with Heartbeat(lines.append, every_s=0.2) as beat:
+        beat.step("writing the report", announce=False)
+        beat.done()
+        time.sleep(0.5)
+    assert lines == []
+    with Heartbeat(lines.append, every_s=0.05) as beat:
+        beat.step("writing the report", announce=False)
+        assert _wait_for(lambda: bool(lines))
+        beat.done()
+    assert lines[0].startswith("writing the report: still running (")
