@@ -42,8 +42,12 @@ class ImportanceProbe:
     def units(self) -> list[Unit]:
         return [{"prompts": prompts_digest(part)} for part in self._shards()]
 
+    def part(self, unit: Unit) -> tuple[Prompt, ...]:
+        """The prompts of one unit."""
+        return next(p for p in self._shards() if prompts_digest(p) == unit["prompts"])
+
     def run_unit(self, checkpoint: Any, unit: Unit, progress: StageProgress | None) -> CacheEntry:
-        part = next(p for p in self._shards() if prompts_digest(p) == unit["prompts"])
+        part = self.part(unit)
         # through the package attribute, so a test can stand in for run_importance
         result = imp.run_importance(checkpoint.model, checkpoint.tokenizer, list(part), self.config,
                                     label=checkpoint.spec, progress=progress)
@@ -56,3 +60,10 @@ class ImportanceProbe:
             arrays.update(entry.arrays)
         meta = {"label": label, "instances": [inst for e in entries for inst in e.meta["instances"]]}
         return imp.from_storage(meta, arrays, self.config)
+
+
+def stored_responses(entry: CacheEntry, part: Sequence[Prompt]) -> list[tuple[int, ...]] | None:
+    """The greedy response ids a finding-1 unit stored for ``part``, in its order (None when a
+    prompt is missing): what the KL preflight and the release check teacher-force."""
+    by_id = {inst["id"]: tuple(inst.get("response_ids", ())) for inst in entry.meta["instances"]}
+    return [by_id[p.id] for p in part] if all(p.id in by_id for p in part) else None

@@ -22,6 +22,7 @@ import numpy as np
 
 from shiftcheck.probes import importance as imp
 from shiftcheck.probes.cache_key import CacheEntry
+from shiftcheck.probes.importance.probe import stored_responses
 from shiftcheck.probes.units import StageProgress, Unit, unit_key
 
 CODE_VERSION = "forced-1"
@@ -53,17 +54,17 @@ class ForcedImportanceProbe:
 
     def source_responses(self, part: Sequence[Any], unit: Unit) -> list[tuple[int, ...]]:
         entry = self.cache.load(unit_key(self, self.source_fingerprint, unit))
-        if entry is None:
+        responses = None if entry is None else stored_responses(entry, part)
+        if responses is None:
             raise ForcedResponsesMissing(
                 "the release check of finding 1 needs the source's responses for this shard, and the source "
                 "has not stored them (the source runs first: PairRunner plans a reference_first probe so)")
-        by_id = {inst["id"]: tuple(inst.get("response_ids", ())) for inst in entry.meta["instances"]}
-        return [by_id[p.id] for p in part]
+        return responses
 
     def run_unit(self, checkpoint: Any, unit: Unit, progress: StageProgress | None) -> CacheEntry:
         if str(checkpoint.spec) == self.source_location:
             return self.importance.run_unit(checkpoint, unit, progress)
-        part = next(p for p in self.importance._shards() if {"prompts": _digest(p)} == unit)
+        part = self.importance.part(unit)
         result = imp.run_importance(checkpoint.model, checkpoint.tokenizer, list(part), self.importance.config,
                                     label=checkpoint.spec, progress=progress,
                                     responses=self.source_responses(part, unit))
@@ -72,12 +73,6 @@ class ForcedImportanceProbe:
 
     def combine(self, label: str, entries: Sequence[CacheEntry]) -> imp.ImportanceResult:
         return self.importance.combine(label, entries)
-
-
-def _digest(part: Sequence[Any]) -> str:
-    from shiftcheck.probes.importance.probe import prompts_digest
-
-    return prompts_digest(part)
 
 
 def seed_source_entries(probe: ForcedImportanceProbe) -> int:

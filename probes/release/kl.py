@@ -312,11 +312,10 @@ class KLProbe:
         probe = self.responses_from
         if probe is None or unit not in probe.units():
             return None
+        from shiftcheck.probes.importance.probe import stored_responses
+
         entry = self.cache.load(unit_key(probe, self.reference_fingerprint, unit))
-        if entry is None:
-            return None
-        by_id = {inst["id"]: tuple(inst.get("response_ids", ())) for inst in entry.meta["instances"]}
-        return [by_id[p.id] for p in part] if all(p.id in by_id for p in part) else None
+        return None if entry is None else stored_responses(entry, part)
 
     def run_unit(self, checkpoint: Any, unit: Unit, progress: StageProgress | None) -> CacheEntry:
         part = self._part(unit)
