@@ -3,7 +3,7 @@ head's pair list.
 
 Reading order: the word space (candidates, GloVe, thresholds θ, §2.4) -> word vectors E_w (§2.1)
 -> per-head neurons Hq, Hk and their energy order (§2.2-2.3) -> each neuron's top-K words, exact
-float64 through a float32 prefilter -> kept pairs of one head's neurons, batched over the neurons
+float64 through a float32 prefilter (probes/exact_topk.py) -> kept pairs of one head's neurons, batched over the neurons
 (§2.4) -> the head-level list (§2.5) -> the random-head control.
 
 Axis vocabulary: ``n_words`` (V), ``d_model`` (D), ``d_head`` (d'), ``top_k`` (K), ``d_glove``.
@@ -18,7 +18,6 @@ matrix of the word vectors.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,12 @@ import numpy as np
 import torch
 
 from shiftcheck.probes import words
+# The exact top-K moved to probes/exact_topk.py (shared with the FFN probe); re-exported because
+# this module's callers and tests/test_attention.py reach it as ``pairs.<name>``.
+from shiftcheck.probes.exact_topk import (SAFETY, U32, U64, UNDERFLOW, Prefiltered, TopWords, WordMatrix,  # noqa: F401
+                                          candidate_mask, dot_error_factor, exact_top_words, first_equal_rows,
+                                          float32_abs_activations, float64_top_words, ieee_float32_matmul,
+                                          padded_candidates, rescore, top_words, whole_columns, word_matrix)
 
 
 @dataclass(frozen=True)
@@ -125,90 +130,8 @@ def energy_order(Hq: torch.Tensor, Hk: torch.Tensor) -> tuple[torch.Tensor, torc
     return torch.argsort(N, descending=True, stable=True), N
 
 
-@dataclass(frozen=True)
-class TopWords:
-    """Each neuron's top-K words by |activation|: ``index[d]`` (word ids, decreasing |activation|)
-    and ``value[d]`` their float64 activations (signed: §2.4 keeps same-sign pairs only)."""
-
-    index: torch.Tensor  # (d_head, K) int64
-    value: torch.Tensor  # (d_head, K) float64
-
-
-def top_words(H: torch.Tensor, has_tokens: np.ndarray, top_k: int) -> TopWords:
-    """§2.4's T_d from a whole float64 activation matrix H (n_words, d_head): ``torch.topk`` of
-    |H| with words without tokens masked to -1, so they are never chosen while K ≤ their count."""
-    mask = torch.as_tensor(~has_tokens, device=H.device)
-    a = H.abs().masked_fill(mask[:, None], -1.0)
-    T = a.topk(min(top_k, int((~mask).sum())), dim=0).indices.T  # (d_head, K)
-    return TopWords(T, H.gather(0, T.T).T)
-
-
 # ---------------------------------------------------------------------------------------------
-# exact float64 top-K words of many neurons through a float32 prefilter (§2.2-2.4)
-#
-# Why the bound is rigorous: a float32 activation a32 = fl32(Σ_i e32_i·w32_i) with e32 = fl32(e),
-# w32 = fl32(w). Rounding the inputs moves each product by at most (2u + u²)|e_i w_i| (u = 2^-24),
-# and a float32 sum of n products, in ANY order and grouping (whatever blocking, vector lanes or FMA
-# the BLAS uses: every term passes through at most n roundings), is off by at most
-# γ_n·Σ|e32_i w32_i|, γ_n = n·u/(1 - n·u) (Higham, Accuracy and Stability, §3.1). So
-# |a32 - e·w| ≤ ((n+2)·u·1.01)·Σ|e_i||w_i| ≤ c·‖e‖·‖w‖ (Cauchy-Schwarz; 1.01 covers 1/(1 - n·u) and
-# the u² terms for n ≤ 10^5); the float64 sum adds ~n·2^-53·Σ|e_i w_i|, 2^29 times less. Gradual
-# underflow adds an absolute ≤ 2^-150 per rounding (at most |w_i| or |e_i| times that for a rounded
-# input), covered by n·UNDERFLOW·(1 + ‖e‖ + ‖w‖);
-# non-finite float32 values (overflow) send the column group to float64 throughout. The margin is
-# multiplied by ``SAFETY`` (4) against what this argument does not model. A BLAS that rounds inputs
-# or partial sums to a narrower type (TF32/BF16 matmul modes) would break it: those modes are
-# checked for and make the probe use float64 throughout.
-
-U32 = 2.0**-24
-U64 = 2.0**-53
-SAFETY = 4.0
-UNDERFLOW = 2.0**-140  # per term, absolute: far above float32's 2^-150 subnormal rounding
-
-
-def dot_error_factor(n: int, u: float) -> float:
-    """c with |fl(e·w) - e·w| ≤ c·‖e‖·‖w‖ for inputs rounded to unit roundoff u and a length-n dot
-    product summed in any order (the comment above), times the safety factor."""
-    return SAFETY * 1.01 * (n + 2) * u
-
-
-def ieee_float32_matmul(device: torch.device) -> bool:
-    """Whether float32 matmuls on ``device`` are true IEEE float32 (not TF32/BF16 internally): the
-    prefilter's bound assumes so."""
-    if torch.get_float32_matmul_precision() != "highest":
-        return False
-    if torch.device(device).type == "cuda":
-        return not torch.backends.cuda.matmul.allow_tf32
-    mkldnn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
-    return getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee")
-
-
-@dataclass(frozen=True)
-class WordMatrix:
-    """E_w prepared once per model for the prefilter: float64 and float32 copies, which words take
-    part, the largest row norm among them (the bound's ‖e‖) and the Gram matrix E_wᵀE_w (energies)."""
-
-    E: torch.Tensor  # (n_words, d_model) float64
-    E32: torch.Tensor  # (n_words, d_model) float32
-    allowed: torch.Tensor  # (n_words,) bool: has tokens
-    max_norm: float  # max ‖e‖ over allowed words
-    gram: torch.Tensor  # (d_model, d_model) float64, over ALL words (as §2.3's energy sums them)
-    first_equal: torch.Tensor  # (n_words,) int64: the first word whose vector equals this word's
-
-
-def first_equal_rows(E: torch.Tensor) -> torch.Tensor:
-    """(n,) for each row of E the index of the first row equal to it (itself when unique)."""
-    _, group = torch.unique(E, dim=0, return_inverse=True)
-    first = torch.full((int(group.max()) + 1 if len(group) else 0,), len(group), dtype=torch.long, device=E.device)
-    first.scatter_reduce_(0, group, torch.arange(len(group), device=E.device), reduce="amin")
-    return first[group]
-
-
-def word_matrix(E_w: torch.Tensor, has_tokens: np.ndarray) -> WordMatrix:
-    allowed = torch.as_tensor(has_tokens, device=E_w.device)
-    norms = E_w.norm(dim=1)[allowed]
-    return WordMatrix(E_w, E_w.to(torch.float32), allowed, float(norms.max()) if len(norms) else 0.0, E_w.T @ E_w,
-                      first_equal_rows(E_w))
+# head weights side by side (the columns the shared exact top-K selects over, probes/exact_topk.py)
 
 
 def side_by_side(W: torch.Tensor) -> torch.Tensor:
@@ -221,123 +144,6 @@ def gram_energy(gram: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """Σ_w (E_w W)[w, c]² = w_cᵀ (E_wᵀE_w) w_c for every column c of W (d_model, C), float64: the
     same sums as §2.3's, without the (n_words, C) activations."""
     return ((gram @ W) * W).sum(0)
-
-
-def float32_abs_activations(wm: WordMatrix, W: torch.Tensor) -> torch.Tensor:
-    """(C, n_words) float32 |E_w · w_c| for each column c of W (d_model, C), words without tokens
-    set to -1 (below every |activation|, as :func:`top_words` masks them). Column-major so that
-    each column's selection below runs over contiguous memory (about 4x faster than along dim 0)."""
-    a = (W.T.to(torch.float32) @ wm.E32.T).abs_()
-    return a.masked_fill_(~wm.allowed[None, :], -1.0)
-
-
-def candidate_mask(a32_abs: torch.Tensor, margin: torch.Tensor, k: int) -> torch.Tensor:
-    """(C, n_words): the words that could be in a column's float64 top-K. With t the K-th largest
-    float32 |a| among allowed words and |a32 - a64| ≤ margin: K words have |a64| ≥ t - margin, so
-    the float64 K-th value is ≥ t - margin and a word needs |a32| ≥ t - 2·margin. The threshold is
-    rounded down to float32, so the comparison never drops a word, and kept ≥ -0.5, so words
-    without tokens (-1) never pass while every allowed word (≥ 0) still can."""
-    t = a32_abs.topk(k, dim=1, sorted=False).values.min(1).values.to(torch.float64)
-    thr = (t - 2 * margin).to(torch.float32)
-    thr = torch.nextafter(thr, torch.full_like(thr, -math.inf)).clamp_(min=-0.5)
-    return a32_abs >= thr[:, None]
-
-
-def padded_candidates(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, P) word ids of each column's candidates (increasing id) padded with word 0, and the
-    (C, P) validity mask; P = the most candidates of any column."""
-    col, word = mask.nonzero(as_tuple=True)
-    counts = torch.bincount(col, minlength=mask.shape[0])
-    P = int(counts.max()) if len(counts) else 0
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(col), device=mask.device) - starts[col]
-    ids = torch.zeros((mask.shape[0], P), dtype=torch.long, device=mask.device)
-    valid = torch.zeros((mask.shape[0], P), dtype=torch.bool, device=mask.device)
-    ids[col, slot] = word
-    valid[col, slot] = True
-    return ids, valid
-
-
-def rescore(E: torch.Tensor, W: torch.Tensor, ids: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """(C, P) float64 activations E[ids[c, p]] · W[:, c], a gather of the candidates' rows, in
-    column chunks small enough to stay in cache (16 columns: about twice as fast as 64)."""
-    out = torch.empty(ids.shape, dtype=torch.float64, device=E.device)
-    for s in range(0, ids.shape[0], chunk):
-        part = ids[s : s + chunk]
-        rows = E.index_select(0, part.reshape(-1)).view(*part.shape, E.shape[1])  # (chunk, P, d_model)
-        out[s : s + chunk] = torch.bmm(rows, W.T[s : s + chunk, :, None])[:, :, 0]
-    return out
-
-
-def whole_columns(wm: WordMatrix, W: torch.Tensor) -> torch.Tensor:
-    """(n_words, C) float64 E_w · W for columns that need ``torch.topk``'s own tie-breaking. Which of
-    several equal values topk keeps depends on every comparison it makes along the column, so the
-    values must compare as the whole-layer float64 GEMM's did. That GEMM gave duplicate word
-    vectors equal values; a GEMM of a few columns may give them values 1 ulp apart, so duplicates
-    get their first copy's value here and tie exactly whatever the BLAS kernel."""
-    return (wm.E @ W)[wm.first_equal]
-
-
-@dataclass(frozen=True)
-class Prefiltered:
-    """Top words of every column of a weight stack, and what it took: candidates rescored per
-    column, and the columns recomputed whole because their K-th and (K+1)-th values nearly tie."""
-
-    top: TopWords  # (C, K): index and float64 value per column
-    candidates: torch.Tensor  # (C,) int64
-    recomputed: torch.Tensor  # (C,) bool
-
-
-def float64_top_words(wm: WordMatrix, W: torch.Tensor, top_k: int) -> Prefiltered:
-    """The selection without the prefilter (every allowed word a candidate): for float32 matmuls
-    that are not IEEE float32 and for overflow."""
-    C, n_allowed = W.shape[1], int(wm.allowed.sum())
-    return Prefiltered(top_words(wm.E @ W, wm.allowed.cpu().numpy(), top_k),
-                       torch.full((C,), n_allowed, device=W.device), torch.ones(C, dtype=torch.bool, device=W.device))
-
-
-def exact_top_words(wm: WordMatrix, W: torch.Tensor, top_k: int) -> Prefiltered:
-    """Each column's float64 top-K words by |E_w · w| (words without tokens never chosen), equal to
-    :func:`top_words` on the float64 activations: float32 activations, the candidates
-    :func:`candidate_mask` keeps, their float64 rescoring and the top-K among them.
-
-    Ties: where the candidates' K-th and (K+1)-th float64 |a| are closer than float64 rounding can
-    tell apart (tie_tol; exact ties come from duplicate word vectors), which words win depends on
-    ``torch.topk``'s tie-breaking over the whole column; those columns are recomputed whole in
-    float64 and ranked by the same ``torch.topk`` call as before."""
-    k = min(top_k, int(wm.allowed.sum()))
-    C = W.shape[1]
-    if not ieee_float32_matmul(W.device):  # the bound needs IEEE float32
-        return float64_top_words(wm, W, top_k)
-    if k == 0:
-        empty = torch.zeros((C, 0), dtype=torch.long, device=W.device)
-        return Prefiltered(TopWords(empty, empty.to(torch.float64)), torch.zeros(C, dtype=torch.long, device=W.device),
-                           torch.zeros(C, dtype=torch.bool, device=W.device))
-    n, w_norm = W.shape[0], W.norm(dim=0)
-    margin = dot_error_factor(n, U32) * w_norm * wm.max_norm + n * UNDERFLOW * (1 + w_norm + wm.max_norm)
-    # The old float64 GEMM and this rescoring each miss the exact value by ≤ dot_error_factor(n, U64)
-    # ·‖e‖·‖w‖; a boundary gap above 4 of those orders the two sides the same way in both.
-    tie_tol = 4 * dot_error_factor(n, U64) * w_norm * wm.max_norm
-    a32 = float32_abs_activations(wm, W)
-    if not torch.isfinite(a32).all():  # float32 overflow: the bound does not hold
-        return float64_top_words(wm, W, top_k)
-    # margin is SAFETY times the float32 error, so a non-candidate trails the K words above t by
-    # ≥ 1.5·margin in exact arithmetic too, far more than float64's own error.
-    mask = candidate_mask(a32, margin, k)
-    del a32
-    ids, valid = padded_candidates(mask)
-    a64 = rescore(wm.E, W, ids)
-    best = a64.abs().masked_fill(~valid, -1.0).topk(min(k + 1, ids.shape[1]), dim=1)
-    pos = best.indices[:, :k]
-    top = TopWords(ids.gather(1, pos), a64.gather(1, pos))
-    recomputed = torch.zeros(C, dtype=torch.bool, device=W.device)
-    if best.values.shape[1] > k:  # a column with only K candidates cannot tie past its K-th
-        recomputed = best.values[:, k - 1] - best.values[:, k] <= tie_tol
-    if recomputed.any():
-        cols = recomputed.nonzero(as_tuple=True)[0]
-        exact = top_words(whole_columns(wm, W[:, cols]), wm.allowed.cpu().numpy(), k)
-        top.index[cols], top.value[cols] = exact.index, exact.value
-    return Prefiltered(top, valid.sum(1), recomputed)
 
 
 @dataclass(frozen=True)
