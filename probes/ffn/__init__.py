@@ -26,6 +26,7 @@ import torch
 
 from shiftcheck.probes import words as wordlib
 from shiftcheck.probes.cache import CacheEntry
+from shiftcheck.probes.exact_topk import U64, TopWords, WordMatrix, dot_error_factor, exact_top_words, word_matrix
 
 CODE_VERSION = "ffn-1"
 R_DEFAULT = 300  # components per layer kept for the analysis (METHODS §3.1, §5)
@@ -83,13 +84,52 @@ def output_word_vectors(W_U: torch.Tensor, tokens: wordlib.WordTokens) -> torch.
     return E / E.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def top_words(V_R: torch.Tensor, E_hat: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top ``K`` words of each component by ``|v_r · ê_o(w)|`` (sign of v_r is arbitrary, §3.2).
-
-    Returns ``(idx, score)``, both (n_comp, top_k); ties are broken by torch.topk (compare as sets)."""
+def full_top_words(V_R: torch.Tensor, E_hat: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``K`` words of each component by ``|v_r · ê_o(w)|`` from the whole (n_comp, n_words)
+    product: the float32 path, and the float64 ranking :func:`top_words` must reproduce (and falls
+    back to for the components it cannot settle from a prefilter). Ties are broken by torch.topk."""
     proj = (V_R @ E_hat.t()).abs()  # (n_comp, n_words)
     score, idx = proj.topk(min(K, proj.shape[1]), dim=1)
     return idx, score
+
+
+def output_word_matrix(E_hat: torch.Tensor) -> WordMatrix:
+    """Ê_o (float64) prepared for the exact prefiltered top-K, every word allowed: a word without
+    tokens is a zero row that scores 0 and can be chosen once K exceeds the other words, as in
+    :func:`full_top_words`."""
+    return word_matrix(E_hat.to(torch.float64), np.ones(E_hat.shape[0], dtype=bool))
+
+
+def top_words(V_R: torch.Tensor, E_hat: torch.Tensor | WordMatrix, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``K`` words of each component by ``|v_r · ê_o(w)|`` (sign of v_r is arbitrary, §3.2).
+
+    Returns ``(idx, score)``, both (n_comp, top_k), float64 scores; equal, indices, order and
+    scores, to :func:`full_top_words` in float64 (ties broken by its torch.topk) at about a quarter
+    of its CPU time: float32 activations, a rigorous rounding bound, float64 rescoring of the words
+    that could make the top K (probes/exact_topk.py), and the whole product for components whose
+    order float64 rounding could flip. ``E_hat`` may be a prepared :func:`output_word_matrix` (once
+    per model: it holds a float32 copy and the duplicate-row map). Float32 inputs take the whole
+    float32 product, as before."""
+    if not isinstance(E_hat, WordMatrix) and V_R.dtype != torch.float64:
+        return full_top_words(V_R, E_hat, K)
+    wm = E_hat if isinstance(E_hat, WordMatrix) else output_word_matrix(E_hat)
+
+    def whole(rows: torch.Tensor) -> TopWords:
+        idx, score = full_top_words(V_R[rows], wm.E, K)
+        return TopWords(idx, score)
+
+    pre = exact_top_words(wm, V_R.T, K, whole=whole, ordered=True)
+    idx, value = pre.top.index, pre.top.value.abs()
+    # Stored scores are float32: a rescored value that float64 rounding alone could move across a
+    # float32 rounding boundary (within 2 GEMM errors of it) might round otherwise than the whole
+    # product's; such components are taken from the whole product (about 1 in 10^5 values).
+    tol = (2 * dot_error_factor(V_R.shape[1], U64) * wm.max_norm * V_R.norm(dim=1))[:, None]
+    unsure = ((value - tol).to(torch.float32) != (value + tol).to(torch.float32)).any(1) & ~pre.recomputed
+    if unsure.any():
+        rows = unsure.nonzero(as_tuple=True)[0]
+        exact = whole(rows)
+        idx[rows], value[rows] = exact.index, exact.value
+    return idx, value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,12 +146,17 @@ class LayerComponents:
     top_score: np.ndarray  # (n_comp, top_k) float32 |v_r · ê_o(w)|
 
 
-def layer_components(W_out: torch.Tensor, E_hat: torch.Tensor, config: FfnConfig, layer: int) -> LayerComponents:
-    """§3.1-3.2 for one layer on a given device; float64 (or float32) for the SVD."""
+def layer_components(W_out: torch.Tensor, E_hat: torch.Tensor | WordMatrix, config: FfnConfig,
+                     layer: int) -> LayerComponents:
+    """§3.1-3.2 for one layer on a given device; float64 (or float32) for the SVD. ``E_hat`` may be
+    a prepared :func:`output_word_matrix` (float64 only; on W_out's device)."""
     dtype = torch.float64 if config.float64 else torch.float32
     W = W_out.to(dtype)  # (d_mlp, d_model)
     ratio, V_R = principal_directions(centre_columns(W), config.n_components)
-    idx, score = top_words(V_R, E_hat.to(device=W.device, dtype=dtype), config.top_k)
+    if isinstance(E_hat, WordMatrix) and not config.float64:
+        E_hat = E_hat.E
+    E = E_hat if isinstance(E_hat, WordMatrix) else E_hat.to(device=W.device, dtype=dtype)
+    idx, score = top_words(V_R, E, config.top_k)
     return LayerComponents(layer, ratio.cpu().numpy().astype(np.float64), idx.cpu().numpy().astype(np.int32),
                            score.cpu().numpy().astype(np.float32))
 
@@ -142,18 +187,35 @@ def word_vectors_for(views: Any, tokenizer: Any, words: Sequence[str]) -> tuple[
     return output_word_vectors(views.W_U, tokens), len(words) - tokens.empty
 
 
+@dataclass(frozen=True)
+class OutputWords:
+    """What every layer of one model shares: Ê_o (prepared for the top-K when float64) and the
+    number of words with tokens."""
+
+    E_hat: torch.Tensor | WordMatrix
+    n_words_with_tokens: int
+
+
+def output_words(views: Any, tokenizer: Any, words: Sequence[str], config: FfnConfig,
+                 device: str | None = None) -> OutputWords:
+    E_hat, n_tok = word_vectors_for(views, tokenizer, words)
+    E_hat = E_hat.to(torch.device(device) if device else E_hat.device)
+    return OutputWords(output_word_matrix(E_hat) if config.float64 else E_hat, n_tok)
+
+
 def ffn_components(views: Any, tokenizer: Any, words: Sequence[str], config: FfnConfig,
-                   layers: Sequence[int] | None = None, label: str = "", device: str | None = None) -> FfnResult:
-    """Public entry point without the cache: PCA + words for ``layers`` (default all) of one model."""
+                   layers: Sequence[int] | None = None, label: str = "", device: str | None = None,
+                   prepared: OutputWords | None = None) -> FfnResult:
+    """Public entry point without the cache: PCA + words for ``layers`` (default all) of one model.
+    ``prepared``: this model's :func:`output_words`, when the caller keeps them between calls."""
     layers = list(range(views.n_layers)) if layers is None else list(layers)
     bad = [l for l in layers if not 0 <= l < views.n_layers]
     if bad:
         raise FfnError(f"layers {bad} out of range: the model has {views.n_layers} layers (0-based)")
-    E_hat, n_tok = word_vectors_for(views, tokenizer, words)
-    dev = torch.device(device) if device else E_hat.device
-    E_hat = E_hat.to(dev)
-    out = tuple(layer_components(views.W_out(l).to(dev), E_hat, config, l) for l in layers)
-    return FfnResult(label, tuple(words), out, views.d_model, views.d_mlp, n_tok)
+    ow = prepared if prepared is not None else output_words(views, tokenizer, words, config, device)
+    E = ow.E_hat.E if isinstance(ow.E_hat, WordMatrix) else ow.E_hat
+    out = tuple(layer_components(views.W_out(l).to(E.device), ow.E_hat, config, l) for l in layers)
+    return FfnResult(label, tuple(words), out, views.d_model, views.d_mlp, ow.n_words_with_tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +304,22 @@ class FfnProbe:
     device: str | None = None
     name: str = "ffn"
     code_version: str = CODE_VERSION
+    # Per-process memo of Ê_o per loaded model (held weakly, so it goes with the model), as
+    # AttentionProbe keeps its word vectors: tokenising the 26,473 candidates and preparing Ê_o took
+    # about 3 s in each of a SmolLM2 run's 8 units. Ê_o depends only on the model's W_U and
+    # tokenizer, both fixed for a loaded checkpoint. Not part of the cache key.
+    _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def cache_config(self) -> dict[str, Any]:
         return self.config.cache_config()
+
+    def _output_words(self, views: Any, model: Any, tokenizer: Any) -> OutputWords:
+        import weakref
+
+        per_model = self._memo.setdefault("output_words", weakref.WeakKeyDictionary())
+        if model not in per_model:
+            per_model[model] = output_words(views, tokenizer, self.words, self.config, self.device)
+        return per_model[model]
 
     def units(self) -> list[dict[str, Any]]:
         return [{"layers": [a, b]} for a, b in layer_ranges(self.n_layers, self.layers_per_unit)]
@@ -253,8 +328,10 @@ class FfnProbe:
         from shiftcheck.probes.models.architectures import WeightViews
 
         a, b = unit["layers"]
-        res = ffn_components(WeightViews(checkpoint.model), checkpoint.tokenizer, self.words, self.config,
-                             range(a, b), device=self.device)
+        views = WeightViews(checkpoint.model)
+        ow = self._output_words(views, checkpoint.model, checkpoint.tokenizer)
+        res = ffn_components(views, checkpoint.tokenizer, self.words, self.config, range(a, b), device=self.device,
+                             prepared=ow)
         return to_entry(res)
 
     def combine(self, label: str, entries: Sequence[CacheEntry]) -> FfnResult:
