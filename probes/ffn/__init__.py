@@ -104,15 +104,19 @@ def top_words(V_R: torch.Tensor, E_hat: torch.Tensor | WordMatrix, K: int) -> tu
     """Top ``K`` words of each component by ``|v_r · ê_o(w)|`` (sign of v_r is arbitrary, §3.2).
 
     Returns ``(idx, score)``, both (n_comp, top_k), float64 scores; equal, indices, order and
-    scores, to :func:`full_top_words` in float64 (ties broken by its torch.topk) at about a quarter
-    of its CPU time: float32 activations, a rigorous rounding bound, float64 rescoring of the words
-    that could make the top K (probes/exact_topk.py), and the whole product for components whose
-    order float64 rounding could flip. ``E_hat`` may be a prepared :func:`output_word_matrix` (once
+    scores, to :func:`full_top_words` in float64 (ties broken by its torch.topk) at about three
+    quarters of its CPU time on SmolLM2 (the float32 product is most of what is left): float32
+    activations, a rigorous rounding bound, float64 rescoring of the words that could make the top K
+    (probes/exact_topk.py), and the whole product for components whose order float64 rounding could
+    flip. That last step takes the product of those components' rows only, which equals the same
+    rows of the whole product where the BLAS computes each output element independently of the
+    row count (checked on all 30 SmolLM2 layers by benchmarks/ffn.py topk-compare). ``E_hat`` may be a prepared :func:`output_word_matrix` (once
     per model: it holds a float32 copy and the duplicate-row map). Float32 inputs take the whole
     float32 product, as before."""
     if not isinstance(E_hat, WordMatrix) and V_R.dtype != torch.float64:
         return full_top_words(V_R, E_hat, K)
     wm = E_hat if isinstance(E_hat, WordMatrix) else output_word_matrix(E_hat)
+    V_R = V_R.to(torch.float64)  # a prepared Ê_o is float64: so is the whole product it stands for
 
     def whole(rows: torch.Tensor) -> TopWords:
         idx, score = full_top_words(V_R[rows], wm.E, K)
