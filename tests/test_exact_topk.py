@@ -77,3 +77,25 @@ def test_float32_overflow_falls_back_to_float64():
     default = ex.exact_top_words(wm, W, 5)
     assert default.candidates.tolist() == [40] * 3
     assert [set(r) for r in default.top.index.tolist()] == [set(r) for r in _reference(E, W, 5)[0].tolist()]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 300), st.integers(1, 12), st.integers(1, 40), st.integers(0, 8),
+       st.floats(0.0, 2.0), st.booleans())
+def test_near_candidates_are_the_masks_candidates_in_the_same_order(seed, n_words, n_cols, k, extra, margin, gaps):
+    """The K + extra largest read off a sorted top-k give the same padded candidates as the mask over
+    every word, including columns with more candidates than K + extra (the mask's fallback) and
+    words without tokens (-1)."""
+    k = min(k, n_words)
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 3, size=(n_cols, n_words)).astype(np.float32)
+    if gaps:  # repeated values: ties at the threshold
+        a = np.round(a, 1)
+    a[:, rng.uniform(size=n_words) < 0.2] = -1.0
+    a32 = torch.from_numpy(a)
+    m = torch.full((n_cols,), margin, dtype=torch.float64)
+    want_ids, want_valid = ex.padded_candidates(ex.candidate_mask(a32, m, k))
+    ids, valid, top = ex.near_candidates(a32, m, k, extra)
+    assert torch.equal(valid, want_valid)
+    assert torch.equal(ids[valid], want_ids[want_valid])
+    assert torch.equal(top.min(1).values, a32.topk(k, dim=1).values[:, -1])
