@@ -110,9 +110,9 @@ def top_words(V_R: torch.Tensor, E_hat: torch.Tensor | WordMatrix, K: int) -> tu
     (probes/exact_topk.py), and the whole product for components whose order float64 rounding could
     flip. That last step takes the product of those components' rows only, which equals the same
     rows of the whole product where the BLAS computes each output element independently of the
-    row count (checked on all 30 SmolLM2 layers by benchmarks/ffn.py topk-compare). ``E_hat`` may be a prepared :func:`output_word_matrix` (once
-    per model: it holds a float32 copy and the duplicate-row map). Float32 inputs take the whole
-    float32 product, as before."""
+    row count (checked on all 30 SmolLM2 layers by benchmarks/ffn.py topk-compare). ``E_hat`` may
+    be a prepared :func:`output_word_matrix` (once per model: it holds a float32 copy and the
+    duplicate-row map). Float32 inputs take the whole float32 product, as before."""
     if not isinstance(E_hat, WordMatrix) and V_R.dtype != torch.float64:
         return full_top_words(V_R, E_hat, K)
     wm = E_hat if isinstance(E_hat, WordMatrix) else output_word_matrix(E_hat)
