@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -92,8 +93,14 @@ class WordMatrix:
     E32: torch.Tensor  # (n_words, d_model) float32
     allowed: torch.Tensor  # (n_words,) bool: has tokens
     max_norm: float  # max ‖e‖ over allowed words
-    gram: torch.Tensor  # (d_model, d_model) float64, over ALL words (as §2.3's energy sums them)
     first_equal: torch.Tensor  # (n_words,) int64: the first word whose vector equals this word's
+
+    @cached_property
+    def gram(self) -> torch.Tensor:
+        """(d_model, d_model) float64 E_wᵀE_w over ALL words (as §2.3's energy sums them). Built on
+        first use: the attention probe's energies need it, the FFN probe's top words do not (about
+        1 CPU s per model on SmolLM2's 26k candidates)."""
+        return self.E.T @ self.E
 
 
 def first_equal_rows(E: torch.Tensor) -> torch.Tensor:
@@ -107,7 +114,7 @@ def first_equal_rows(E: torch.Tensor) -> torch.Tensor:
 def word_matrix(E_w: torch.Tensor, has_tokens: np.ndarray) -> WordMatrix:
     allowed = torch.as_tensor(has_tokens, device=E_w.device)
     norms = E_w.norm(dim=1)[allowed]
-    return WordMatrix(E_w, E_w.to(torch.float32), allowed, float(norms.max()) if len(norms) else 0.0, E_w.T @ E_w,
+    return WordMatrix(E_w, E_w.to(torch.float32), allowed, float(norms.max()) if len(norms) else 0.0,
                       first_equal_rows(E_w))
 
 

@@ -104,7 +104,8 @@ def top_words(V_R: torch.Tensor, E_hat: torch.Tensor | WordMatrix, K: int) -> tu
     """Top ``K`` words of each component by ``|v_r · ê_o(w)|`` (sign of v_r is arbitrary, §3.2).
 
     Returns ``(idx, score)``, both (n_comp, top_k), float64 scores; equal, indices, order and
-    scores, to :func:`full_top_words` in float64 (ties broken by its torch.topk) at about three
+    scores, to :func:`full_top_words` in float64 (ties broken by its torch.topk, copies of a
+    duplicate word vector given their first copy's value) at about three
     quarters of its CPU time on SmolLM2 (the float32 product is most of what is left): float32
     activations, a rigorous rounding bound, float64 rescoring of the words that could make the top K
     (probes/exact_topk.py), and the whole product for components whose order float64 rounding could
@@ -119,7 +120,10 @@ def top_words(V_R: torch.Tensor, E_hat: torch.Tensor | WordMatrix, K: int) -> tu
     V_R = V_R.to(torch.float64)  # a prepared Ê_o is float64: so is the whole product it stands for
 
     def whole(rows: torch.Tensor) -> TopWords:
-        idx, score = full_top_words(V_R[rows], wm.E, K)
+        # A product of a few rows may round a duplicate word vector's two copies 1 ulp apart where
+        # the whole product did not, or the other way round: copies take their first copy's value,
+        # so which copy wins is torch.topk's tie rule, not the BLAS kernel's rounding.
+        score, idx = (V_R[rows] @ wm.E.t())[:, wm.first_equal].abs().topk(min(K, wm.E.shape[0]), dim=1)
         return TopWords(idx, score)
 
     pre = exact_top_words(wm, V_R.T, K, whole=whole, ordered=True)
