@@ -105,14 +105,6 @@ def shape7b(args) -> dict:
     return out
 
 
-def old_top_words(V_R: torch.Tensor, E_hat: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The FFN top words before the prefilter (commit eed6f21), copied here as the reference: the
-    whole float64 (n_comp, n_words) product and torch.topk."""
-    proj = (V_R @ E_hat.t()).abs()
-    score, idx = proj.topk(min(K, proj.shape[1]), dim=1)
-    return idx, score
-
-
 def old_probe_run(views, tok, words, config, n_layers: int, per_unit: int) -> list:
     """A whole FFN probe run as before: every unit re-tokenises the words and takes whole products."""
     from shiftcheck.probes import ffn
@@ -123,13 +115,13 @@ def old_probe_run(views, tok, words, config, n_layers: int, per_unit: int) -> li
         for l in range(a, b):
             W = views.W_out(l).to(torch.float64)
             V_R = ffn.principal_directions(ffn.centre_columns(W), config.n_components)[1]
-            idx, score = old_top_words(V_R, E_hat.to(torch.float64), config.top_k)
+            idx, score = ffn.full_top_words(V_R, E_hat.to(torch.float64), config.top_k)  # the code before
             out.append((idx.numpy().astype(np.int32), score.numpy().astype(np.float32)))
     return out
 
 
 def topk_compare(args) -> dict:
-    """SmolLM2 GGUF, all layers: the prefiltered top words against :func:`old_top_words` (indices and
+    """SmolLM2 GGUF, all layers: the prefiltered top words against ``ffn.full_top_words`` (indices and
     float32 scores must be identical) with CPU seconds of each per layer (time.process_time, run
     alternately in this one process), then whole probe runs old vs new (FfnProbe.run_unit, its
     memo fresh each run), alternating ``--repeats`` times."""
@@ -151,7 +143,7 @@ def topk_compare(args) -> dict:
     for l in range(views.n_layers):
         V_R = ffn.principal_directions(ffn.centre_columns(views.W_out(l).to(torch.float64)), config.n_components)[1]
         t = time.process_time()
-        i_old, s_old = old_top_words(V_R, E64, config.top_k)
+        i_old, s_old = ffn.full_top_words(V_R, E64, config.top_k)
         old_s.append(time.process_time() - t)
         t = time.process_time()
         i_new, s_new = ffn.top_words(V_R, wm, config.top_k)
