@@ -26,6 +26,7 @@ Reading order: errors and options -> device/dtype parsing -> local pre-flight ch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -40,6 +41,7 @@ from shiftcheck.probes.models.architectures import UnsupportedArchitectureError,
 from shiftcheck.probes.models.errors import CheckpointError, PairMismatchError
 from shiftcheck.probes.models.fingerprint import looks_like_path
 from shiftcheck.probes.models.gguf import check_gguf_file, check_gguf_tokenizer, folded_gguf_bars, gguf_location
+from shiftcheck.probes.models.gguf_once import GgufParse, parsed_once
 from shiftcheck.probes.models.pairs import CheckpointInfo, PairInfo, validate_pair
 from shiftcheck.probes.models.tokenizer_checks import PROBE_TEXT, check_tokenizer
 
@@ -365,12 +367,22 @@ def _load_tokenizer(src: _Source, adapter: Path | None) -> Any:
     return tokenizer
 
 
-def _info(spec: str, views: WeightViews, tokenizer: Any, config: Any = None) -> CheckpointInfo:
+def _info(spec: str, views: WeightViews, tokenizer: Any, config: Any = None,
+          gguf: GgufParse | None = None) -> CheckpointInfo:
     return CheckpointInfo(
         spec=spec, architecture=views.architecture, n_layers=views.n_layers, n_heads=views.n_heads,
         n_kv_heads=views.n_kv_heads, d_model=views.d_model, d_head=views.d_head, d_mlp=views.d_mlp,
-        d_vocab=views.d_vocab, tokenizer=tokenizer, config=config,
+        d_vocab=views.d_vocab, tokenizer=tokenizer, config=config, gguf=gguf,
     )
+
+
+def _gguf_parse(src: _Source) -> GgufParse | None:
+    """A shared parse for a local GGUF file; a hub GGUF is left to transformers."""
+    return GgufParse(src.path / src.gguf_file) if src.path is not None and src.gguf_file is not None else None
+
+
+def _parsed_once(parse: GgufParse | None) -> contextlib.AbstractContextManager[None]:
+    return parsed_once(parse) if parse is not None else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,14 +401,17 @@ def inspect_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = Load
     spec = os.fspath(spec)
     src = _resolve_source(spec, options)
     adapter = _adapter_directory(options.adapter) if options.adapter is not None else None
-    config = _load_config(src)
-    try:
-        with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(config, **({"trust_remote_code": True} if src.trust_remote_code else {}))
-    except Exception as exc:
-        raise _source_error(exc, src, "model skeleton (from its config)") from exc
-    _check_supported(type(skeleton).__name__)
-    return _info(spec, WeightViews(skeleton), _load_tokenizer(src, adapter), config)
+    parse = _gguf_parse(src)
+    with _parsed_once(parse):
+        config = _load_config(src)
+        try:
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config, **({"trust_remote_code": True} if src.trust_remote_code else {}))
+        except Exception as exc:
+            raise _source_error(exc, src, "model skeleton (from its config)") from exc
+        _check_supported(type(skeleton).__name__)
+        tokenizer = _load_tokenizer(src, adapter)
+    return _info(spec, WeightViews(skeleton), tokenizer, config, parse)
 
 
 @dataclass
@@ -464,13 +479,19 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
     device = resolve_device(options.device) if options.device_map is None else None
     src = _resolve_source(spec, options)
     adapter = _adapter_directory(options.adapter) if options.adapter is not None else None
-    # a copy: from_pretrained records dtype and attention choices on the config it is given
-    config = copy.deepcopy(known.config) if known is not None and known.config is not None else _load_config(src)
-    try:
-        with folded_gguf_bars(progress):
-            model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
-    except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
-        raise _source_error(exc, src, "model weights") from exc
+    # the parse inspect_checkpoint made of a GGUF file, dropped once the weights are in
+    parse = known.gguf if known is not None and known.gguf is not None else _gguf_parse(src)
+    with _parsed_once(parse):
+        # a copy: from_pretrained records dtype and attention choices on the config it is given
+        config = copy.deepcopy(known.config) if known is not None and known.config is not None else _load_config(src)
+        try:
+            with folded_gguf_bars(progress):
+                model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
+        except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
+            raise _source_error(exc, src, "model weights") from exc
+        finally:
+            if parse is not None:
+                parse.release()
     if adapter is not None:
         model = _merge_adapter(model, adapter)
     architecture = type(model).__name__

@@ -32,6 +32,7 @@ class CheckpointInfo:
     d_vocab: int
     tokenizer: Any
     config: Any = field(default=None, compare=False, repr=False)  # the parsed HF config, reused by a later load
+    gguf: Any = field(default=None, compare=False, repr=False)  # a GGUF file's GgufParse, reused by that load
 
 
 class HasInfo(Protocol):
