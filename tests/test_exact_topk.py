@@ -13,12 +13,18 @@ from hypothesis import strategies as st
 from shiftcheck.probes import exact_topk as ex
 
 
+def first_copies(E: torch.Tensor) -> torch.Tensor:
+    """For each row of E, the index of the first row equal to it. A product of all columns and one of
+    a few may round two copies of a duplicate word vector 1 ulp apart, differently, so references
+    give every copy its first copy's value (as the code under test does)."""
+    _, first, inverse = np.unique(E.numpy(), axis=0, return_index=True, return_inverse=True)
+    return torch.from_numpy(first[inverse.reshape(-1)])
+
+
 def _reference(E: torch.Tensor, W: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, k) indices and float64 |values|: torch.topk over each whole column of |E @ W|, every word
-    allowed, copies of a duplicate word vector given their first copy's value (a product of all
-    columns and one of a few may round two copies 1 ulp apart, differently)."""
-    _, first, inverse = np.unique(E.numpy(), axis=0, return_index=True, return_inverse=True)
-    v, i = (W.T @ E.T)[:, torch.from_numpy(first[inverse.reshape(-1)])].abs().topk(min(k, E.shape[0]), dim=1)
+    allowed, copies of a duplicate word vector given their first copy's value."""
+    v, i = (W.T @ E.T)[:, first_copies(E)].abs().topk(min(k, E.shape[0]), dim=1)
     return i, v
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builders import DEFAULT_WORDS, tiny_model, word_tokenizer
-from test_exact_topk import assert_a_top_k
+from test_exact_topk import assert_a_top_k, first_copies
 from shiftcheck.probes import ffn
 from shiftcheck.probes import words as wordlib
 
@@ -22,8 +22,7 @@ def old_top_words(V_R: torch.Tensor, E_hat: torch.Tensor, K: int) -> tuple[torch
     """probes/ffn top_words at eed6f21, before the prefilter, with one change: copies of a duplicate
     word vector take their first copy's value. The whole product may round two copies 1 ulp apart
     (MKL did on a 7 x 7 case), so which copy it ranked first was the kernel's rounding."""
-    _, first, inverse = np.unique(E_hat.numpy(), axis=0, return_index=True, return_inverse=True)
-    proj = (V_R @ E_hat.t())[:, torch.from_numpy(first[inverse.reshape(-1)])].abs()
+    proj = (V_R @ E_hat.t())[:, first_copies(E_hat)].abs()
     score, idx = proj.topk(min(K, proj.shape[1]), dim=1)
     return idx, score
 

@@ -33,7 +33,7 @@ class GgufParse:
 
     ``parses`` counts the ``GGUFReader`` constructions of ``file`` made through it. Call
     :meth:`release` once the weights are loaded: the reader holds about 140 MB of views for a
-    49k-token vocabulary."""
+    49k-token vocabulary. ``metadata`` lives for one :func:`parsed_once` block."""
 
     file: Path
     reader: Any = field(default=None, repr=False)
@@ -51,7 +51,8 @@ class GgufParse:
 @contextmanager
 def parsed_once(parse: GgufParse) -> Iterator[None]:
     """While active, transformers' GGUF calls on ``parse.file`` share one reader and one metadata
-    parse (returned as a copy: callers edit the dicts they get)."""
+    parse (returned as a copy: callers edit the dicts they get). The metadata is dropped on exit
+    (config and tokenizer are built inside one block); the reader stays for the weights."""
     import gguf
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
@@ -80,3 +81,4 @@ def parsed_once(parse: GgufParse) -> Iterator[None]:
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
         gguf_utils.load_gguf_checkpoint = real_load
+        parse.metadata = None

@@ -492,6 +492,7 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
         finally:
             if parse is not None:
                 parse.release()
+        tokenizer = known.tokenizer if known is not None else _load_tokenizer(src, adapter)
     if adapter is not None:
         model = _merge_adapter(model, adapter)
     architecture = type(model).__name__
@@ -499,6 +500,5 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
     if device is not None:
         _move(model, spec, device)
     model.eval()
-    tokenizer = known.tokenizer if known is not None else _load_tokenizer(src, adapter)
     return Checkpoint(spec=spec, path=src.path, model=model, tokenizer=tokenizer, views=WeightViews(model),
                       options=options, architecture=architecture)
