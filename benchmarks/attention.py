@@ -3,6 +3,7 @@
     python benchmarks/attention.py                       # ratio vs the slow reference + whole SmolLM2 on CPU
     python benchmarks/attention.py --skip-smollm2
     OMP_NUM_THREADS=1 python benchmarks/attention.py --suite-units   # SmolLM2 as the suite runs it
+    OMP_NUM_THREADS=1 python benchmarks/attention.py --gemm-ceiling  # its product against a square SGEMM
     python benchmarks/attention.py --device cuda --llama7b  # a Llama-7B shape (random weights) on a GPU
 
 1. The batched probe (all neurons of a head as tensor ops) against the obvious loops of
@@ -115,6 +116,28 @@ def llama7b(device: str) -> dict:
     return {"device": device, "seconds_32_layers": time.perf_counter() - t0}
 
 
+def gemm_ceiling(n_words: int = 26_473, d_model: int = 576, columns: int = 576, repeats: int = 3) -> dict:
+    """GFLOP/s of the prefilter's product at SmolLM2's shape (|W^T E^T| in float32: all query heads
+    of a layer against the 26k candidates) beside a square 2048 SGEMM on the same thread count: how
+    far the probe's largest cost is from what this CPU's BLAS reaches."""
+    g = torch.Generator().manual_seed(0)
+    E32 = torch.randn(n_words, d_model, generator=g)
+    W = torch.randn(d_model, columns, generator=g, dtype=torch.float64)
+    A, B = torch.randn(2048, 2048, generator=g), torch.randn(2048, 2048, generator=g)
+
+    def rate(f, flop: float) -> float:
+        f()  # warm-up
+        t = time.process_time()
+        for _ in range(repeats):
+            f()
+        return flop * repeats / (time.process_time() - t) / 1e9
+
+    probe = rate(lambda: (W.T.to(torch.float32) @ E32.T).abs_(), 2.0 * n_words * d_model * columns)
+    square = rate(lambda: A @ B, 2.0 * 2048**3)
+    return {"threads": torch.get_num_threads(), "probe_gflops": round(probe, 1), "square_gflops": round(square, 1),
+            "probe_over_square": round(probe / square, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -122,8 +145,17 @@ def main() -> None:
     ap.add_argument("--suite-units", action="store_true",
                     help="time SmolLM2 as the suite runs it: CPU seconds per 4-layer unit, one process")
     ap.add_argument("--llama7b", action="store_true")
+    ap.add_argument("--gemm-ceiling", action="store_true",
+                    help="only the prefilter product's GFLOP/s at SmolLM2's shape against a square SGEMM")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.gemm_ceiling:
+        c = gemm_ceiling()
+        print(f"{c['threads']} thread(s): prefilter product {c['probe_gflops']} GFLOP/s, square 2048 SGEMM "
+              f"{c['square_gflops']} GFLOP/s ({c['probe_over_square']} of it)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"gemm_ceiling": c}, indent=2))
+        return
     out = {"ratio": ratio()}
     r = out["ratio"]
     print(f"batched vs reference ({r['shape']}): {r['batched_s']:.3f} s vs {r['reference_s']:.2f} s = "
