@@ -72,3 +72,12 @@ def test_a_real_gguf_is_parsed_once_from_inspect_to_loaded_weights(counted_reade
     reference = plain.state_dict()
     assert loaded.keys() == reference.keys()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
+def test_without_the_gguf_package_transformers_gives_its_own_message(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf -> ImportError
+    path = write_gguf(tmp_path / "m.gguf")
+    with parsed_once(GgufParse(path)), pytest.raises(ImportError, match="(?i)gguf"):
+        gguf_utils.load_gguf_checkpoint(str(path))

@@ -53,9 +53,12 @@ def parsed_once(parse: GgufParse) -> Iterator[None]:
     """While active, transformers' GGUF calls on ``parse.file`` share one reader and one metadata
     parse (returned as a copy: callers edit the dicts they get). The metadata is dropped on exit
     (config and tokenizer are built inside one block); the reader stays for the weights."""
-    import gguf
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
-
+    try:
+        import gguf
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # transformers' own load then says what to install
+        yield
+        return
     real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
     real_load = gguf_utils.load_gguf_checkpoint
 
