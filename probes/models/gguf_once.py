@@ -31,14 +31,12 @@ from typing import Any
 class GgufParse:
     """The parse of one GGUF file, shared between inspecting and loading the checkpoint.
 
-    ``parses`` counts the ``GGUFReader`` constructions of ``file`` made through it. Call
-    :meth:`release` once the weights are loaded: the reader holds about 140 MB of views for a
+    Call :meth:`release` once the weights are loaded: the reader holds about 140 MB of views for a
     49k-token vocabulary. ``metadata`` lives for one :func:`parsed_once` block."""
 
     file: Path
     reader: Any = field(default=None, repr=False)
     metadata: dict[str, Any] | None = field(default=None, repr=False)  # load_gguf_checkpoint(file)
-    parses: int = 0
 
     def is_file(self, path: str | os.PathLike[str]) -> bool:
         return Path(path).resolve() == self.file.resolve()
@@ -67,7 +65,6 @@ def parsed_once(parse: GgufParse) -> Iterator[None]:
             return real_reader(path, *args, **kwargs)
         if parse.reader is None:
             parse.reader = real_reader(path)
-            parse.parses += 1
         return parse.reader
 
     def load_metadata(path: Any, return_tensors: bool = False, **kwargs: Any) -> Any:

@@ -481,18 +481,19 @@ def load_checkpoint(spec: str | os.PathLike[str], options: LoadOptions = LoadOpt
     adapter = _adapter_directory(options.adapter) if options.adapter is not None else None
     # the parse inspect_checkpoint made of a GGUF file, dropped once the weights are in
     parse = known.gguf if known is not None and known.gguf is not None else _gguf_parse(src)
-    with _parsed_once(parse):
-        # a copy: from_pretrained records dtype and attention choices on the config it is given
-        config = copy.deepcopy(known.config) if known is not None and known.config is not None else _load_config(src)
-        try:
-            with folded_gguf_bars(progress):
-                model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
-        except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
-            raise _source_error(exc, src, "model weights") from exc
-        finally:
-            if parse is not None:
-                parse.release()
-        tokenizer = known.tokenizer if known is not None else _load_tokenizer(src, adapter)
+    try:
+        with _parsed_once(parse):
+            # a copy: from_pretrained records dtype and attention choices on the config it is given
+            config = copy.deepcopy(known.config) if known is not None and known.config is not None else _load_config(src)
+            try:
+                with folded_gguf_bars(progress):
+                    model = AutoModelForCausalLM.from_pretrained(src.name, config=config, **_model_kwargs(src, options))
+            except Exception as exc:  # OSError, SafetensorError, size mismatches, ...
+                raise _source_error(exc, src, "model weights") from exc
+            tokenizer = known.tokenizer if known is not None else _load_tokenizer(src, adapter)
+    finally:
+        if parse is not None:
+            parse.release()
     if adapter is not None:
         model = _merge_adapter(model, adapter)
     architecture = type(model).__name__
